@@ -33,6 +33,7 @@ schemas: install ## regenerate config/schema from the pydantic specs
 
 demo: install ## run inferno on the bundled sample system (no cluster needed)
 	$(BIN)/inferno validate config/samples/small.yaml
+	$(BIN)/inferno plan config/samples/small.yaml
 
 test: install prometheus lint ## everything: lint and the whole test suite
 	$(BIN)/pytest

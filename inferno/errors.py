@@ -20,8 +20,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.location}" if self.location else self.file
-        return f"{where}: {self.message}"
+        where = ": ".join(part for part in (self.file, self.location) if part)
+        return f"{where}: {self.message}" if where else self.message
 
 
 class InfernoError(Exception):

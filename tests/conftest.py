@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("tests.support.kube", "tests.support.prometheus")
+"""Shared fixtures: ``emulator`` (a Kubernetes API emulator), ``vllm_fleet`` and ``prometheus``."""
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "config" / "samples"
 REFERENCE = REPO.parent / "shared" / "reference" / "inferno-sample-data"

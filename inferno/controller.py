@@ -1,0 +1,266 @@
+"""The control loop: collect -> tune -> optimize -> limits -> actuate, once per period.
+
+A cycle computes first and acts last: only the actuator writes, so a cycle that fails before it
+changes nothing in the cluster. Every cycle gives one :class:`CycleRecord` (logged as one line, kept in
+the optional JSONL decision log, exported as metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from inferno.actuator import Actuator, ApplyError, plan_actions
+from inferno.collector import observe_system
+from inferno.config import LimitSettings
+from inferno.errors import CollectError, InfernoError
+from inferno.interfaces import SnapshotSource
+from inferno.limits import Adjustment, LimitsMemory, apply_limits
+from inferno.logs import bind_cycle, get_logger, unbind_cycle
+from inferno.optimizer import OptimizerOptions, optimize
+from inferno.spec import SystemSpec
+from inferno.state import Action, ActionResult, Plan, Snapshot
+from inferno.telemetry import Telemetry
+
+log = get_logger(__name__)
+
+TUNER_PASS_THROUGH = "pass-through: the online tuner is not wired in yet; configured parameters are used"
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """What one cycle saw, decided and did."""
+
+    cycle_id: str
+    started_at: float
+    outcome: str
+    """ok (all actions applied or planned), idle (nothing to do), skipped (no data: transient), failed."""
+    reason: str = ""
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    servers: int = 0
+    flagged: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    plan: Plan | None = None
+    actions: tuple[Action, ...] = ()
+    adjustments: tuple[Adjustment, ...] = ()
+    results: tuple[ActionResult, ...] = ()
+    tuner: str = TUNER_PASS_THROUGH
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (one line of the decision log)."""
+        return {
+            "cycle_id": self.cycle_id,
+            "started_at": datetime.fromtimestamp(self.started_at, UTC).isoformat(),
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
+            "servers": self.servers,
+            "flagged": {k: list(v) for k, v in self.flagged.items()},
+            "plan": self.plan.to_dict() if self.plan else None,
+            "actions": [a.describe() + (f" ({a.reason})" if a.reason else "") for a in self.actions],
+            "adjustments": [
+                {"deployment": f"{a.namespace}/{a.deployment}", "server": a.server, "rule": a.rule, "detail": a.detail}
+                for a in self.adjustments
+            ],
+            "results": [
+                {"action": r.action.describe(), "outcome": r.outcome, "detail": r.detail} for r in self.results
+            ],
+            "tuner": self.tuner,
+        }
+
+
+class Controller:
+    """Runs cycles; holds what must survive between them (limits memory)."""
+
+    def __init__(
+        self,
+        *,
+        system: SystemSpec,
+        collector: SnapshotSource,
+        actuator: Actuator,
+        options: OptimizerOptions,
+        limits: LimitSettings,
+        telemetry: Telemetry,
+        gpu_products: dict[str, str] | None = None,
+        decision_log: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.system = system
+        self.collector = collector
+        self.actuator = actuator
+        self.options = options
+        self.limits = limits
+        self.telemetry = telemetry
+        self.gpu_products = gpu_products or {}
+        self.decision_log = decision_log
+        self.clock = clock
+        self.memory = LimitsMemory()
+        self.last: CycleRecord | None = None
+
+    def cycle(self) -> CycleRecord:
+        """Run one cycle; never raises for a failed cycle (the record says what happened)."""
+        cycle_id = uuid.uuid4().hex[:12]
+        bind_cycle(cycle_id)
+        try:
+            record = self._cycle(cycle_id)
+        except Exception as exc:  # a bug must not kill the daemon: the cycle failed, nothing was written
+            log.exception("cycle_crashed")
+            record = CycleRecord(cycle_id, self.clock(), "failed", f"internal error: {exc!r}")
+        finally:
+            unbind_cycle()
+        self._report(record)
+        self.last = record
+        return record
+
+    def _cycle(self, cycle_id: str) -> CycleRecord:
+        started = self.clock()
+        stage_ms: dict[str, float] = {}
+        timer = _StageTimer(stage_ms, self.telemetry)
+        try:
+            with timer("collect"):
+                snapshot = self.collector.collect()
+                observed = observe_system(self.system, snapshot, self.gpu_products)
+        except CollectError as exc:
+            return CycleRecord(cycle_id, started, "skipped", f"collect: {exc}", stage_ms)
+        try:
+            with timer("optimize"):
+                plan = optimize(observed.spec, self.options)
+        except InfernoError as exc:
+            return CycleRecord(
+                cycle_id, started, "failed", f"optimize: {exc}", stage_ms, len(snapshot.servers), observed.flagged
+            )
+        with timer("limits"):
+            wished = plan_actions(plan, snapshot)
+            actions, adjustments = apply_limits(
+                wished, snapshot, plan, observed.spec, self.memory, self.limits, self.clock()
+            )
+        base = CycleRecord(
+            cycle_id, started, "ok", "", stage_ms, len(snapshot.servers), observed.flagged, plan, actions, adjustments
+        )
+        self._export(plan, snapshot)
+        if not actions:
+            return replace(base, outcome="idle", reason="the cluster already matches the plan")
+        try:
+            with timer("actuate"):
+                actuation = self.actuator.apply(actions)
+        except ApplyError as exc:
+            return replace(base, outcome="failed", reason=f"actuate: {exc}", results=exc.actuation.results)
+        except InfernoError as exc:
+            return replace(base, outcome="failed", reason=f"actuate: {exc}")
+        return replace(base, results=actuation.results)
+
+    def _export(self, plan: Plan, snapshot: Snapshot) -> None:
+        t = self.telemetry
+        t.total_cost.set(plan.total_cost)
+        used = plan.cards_used()
+        for acc_type, available in plan.capacity.items():
+            t.cards.labels(acc_type, "available").set(available)
+            t.cards.labels(acc_type, "used").set(used.get(acc_type, 0))
+        for server in snapshot.servers:
+            alloc = plan.allocations.get(server.name)
+            wanted = {v.accelerator: v for v in alloc.variants} if alloc else {}
+            if alloc is not None:
+                t.unmet_demand.labels(server.name).set(alloc.unmet_rps)
+            for v in server.variants:
+                labels = (v.namespace, v.deployment, server.name, v.accelerator)
+                t.current_replicas.labels(*labels).set(v.replicas)
+                if v.max_num_seqs is not None:
+                    t.current_max_num_seqs.labels(*labels).set(v.max_num_seqs)
+                target = wanted.get(v.accelerator)
+                t.desired_replicas.labels(*labels).set(target.replicas if target else 0)
+                if target is not None and target.max_batch:
+                    t.desired_max_num_seqs.labels(*labels).set(target.max_batch)
+                    t.predicted_latency.labels(server.name, "ttft").set(target.ttft_ms)
+                    t.predicted_latency.labels(server.name, "itl").set(target.itl_ms)
+            for metric, value in (("ttft", server.metrics.ttft_ms), ("itl", server.metrics.itl_ms)):
+                if value is not None:
+                    t.observed_latency.labels(server.name, metric).set(value)
+
+    def _report(self, record: CycleRecord) -> None:
+        self.telemetry.cycles.labels(record.outcome).inc()
+        if record.outcome in ("ok", "idle"):
+            self.telemetry.last_success.set(record.started_at)
+        for r in record.results:
+            kind = "max_num_seqs" if r.action.changes_max_num_seqs else "replicas"
+            self.telemetry.actions.labels(kind, r.outcome).inc()
+        log.info(
+            "cycle",
+            cycle_id=record.cycle_id,
+            outcome=record.outcome,
+            reason=record.reason,
+            stage_ms={k: round(v, 1) for k, v in record.stage_ms.items()},
+            servers=record.servers,
+            flagged=len(record.flagged),
+            actions=len(record.actions),
+            adjustments=len(record.adjustments),
+            cost=record.plan.total_cost if record.plan else None,
+        )
+        if self.decision_log is not None:
+            self.decision_log.write(json.dumps(record.to_dict()) + "\n")
+            self.decision_log.flush()
+
+
+class _StageTimer:
+    """Context manager factory timing stages into ``stage_ms`` and the stage histogram."""
+
+    def __init__(self, stage_ms: dict[str, float], telemetry: Telemetry) -> None:
+        self.stage_ms = stage_ms
+        self.telemetry = telemetry
+
+    def __call__(self, stage: str) -> _Stage:
+        return _Stage(self, stage)
+
+
+class _Stage:
+    def __init__(self, timer: _StageTimer, stage: str) -> None:
+        self.timer = timer
+        self.stage = stage
+        self.start = 0.0
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        seconds = time.perf_counter() - self.start
+        self.timer.stage_ms[self.stage] = seconds * 1000
+        self.timer.telemetry.stage_seconds.labels(self.stage).observe(seconds)
+
+
+def serve(controller: Controller, period_s: float, *, once: bool = False) -> CycleRecord | None:
+    """Run one cycle (``once``), or a cycle every ``period_s`` until SIGTERM/SIGINT.
+
+    Cycles never overlap; after a stall, missed runs coalesce into one. On a signal the current cycle
+    finishes, then the loop exits.
+    """
+    if once:
+        return controller.cycle()
+    stop = threading.Event()
+    scheduler = BackgroundScheduler(timezone=UTC)
+    scheduler.add_job(
+        controller.cycle,
+        "interval",
+        seconds=period_s,
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+        id="cycle",
+    )
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    scheduler.start()
+    log.info("started", period_s=period_s)
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        log.info("stopped")
+    return controller.last

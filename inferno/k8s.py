@@ -1,0 +1,309 @@
+"""Kubernetes access: the only user of the ``kubernetes`` client.
+
+:class:`Kube` reads Deployments and nodes and writes Deployment patches and Events, always as plain
+JSON (the API's own camelCase shapes), and turns every client failure into a :class:`KubeError` that
+carries the HTTP status. :func:`connect` builds one from the in-cluster service account or a
+kubeconfig. The label contract of managed Deployments and the parsing of the vLLM command line live
+here too, because both the collector and the actuator read them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from inferno.config import Settings
+from inferno.errors import ConfigError, InfernoError, Problem
+
+# --- the label contract of managed Deployments (the predecessor's, kept loadable) --------------
+
+MANAGED_LABEL = "inferno.server.managed"
+SERVER_LABEL = "inferno.server.name"
+MODEL_LABEL = "inferno.server.model"
+CLASS_LABEL = "inferno.server.class"
+ACCELERATOR_LABEL = "inferno.server.allocation.accelerator"
+MAX_BATCH_LABEL = "inferno.server.allocation.maxbatchsize"
+LOAD_RPM_LABEL = "inferno.server.load.rpm"
+LOAD_IN_LABEL = "inferno.server.load.intokens"
+LOAD_OUT_LABEL = "inferno.server.load.outtokens"
+DECISION_ANNOTATION = "inferno.server.decision"
+"""Annotation holding the last decision (JSON: time, replicas, max-num-seqs, reason)."""
+
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+PAGE_SIZE = 500
+"""Items per list request (the API pages with ``continue`` tokens)."""
+
+
+class KubeError(InfernoError):
+    """A Kubernetes API request failed; ``status`` is the HTTP status (0 = no answer)."""
+
+    def __init__(self, what: str, status: int, message: str) -> None:
+        self.status = status
+        self.transient = status == 0 or status in (409, 429) or status >= 500
+        answer = f"HTTP {status}" if status else "no answer"
+        super().__init__(f"{what}: {answer}: {message}")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The parts of an apps/v1 Deployment that inferno reads."""
+
+    namespace: str
+    name: str
+    uid: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str
+    generation: int
+    replicas: int
+    """spec.replicas (1 when absent, as the API defaults it)."""
+    ready_replicas: int
+    updated_replicas: int
+    available_replicas: int
+    containers: tuple[dict[str, Any], ...]
+    """spec.template.spec.containers as the API returned them."""
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Deployment:
+        """Read a Deployment from its JSON form."""
+        meta = manifest.get("metadata") or {}
+        spec = manifest.get("spec") or {}
+        status = manifest.get("status") or {}
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+            resource_version=str(meta.get("resourceVersion", "")),
+            generation=int(meta.get("generation", 0)),
+            replicas=int(spec.get("replicas", 1)),
+            ready_replicas=int(status.get("readyReplicas", 0)),
+            updated_replicas=int(status.get("updatedReplicas", 0)),
+            available_replicas=int(status.get("availableReplicas", 0)),
+            containers=tuple(pod_spec.get("containers") or ()),
+        )
+
+
+# --- the vLLM command line ----------------------------------------------------------------
+
+_FLAG = re.compile(r"--max[-_]num[-_]seqs")
+_INLINE = re.compile(r"(?<![\w-])(--max[-_]num[-_]seqs)(=|\s+)(\S+)")
+"""The flag with its value inside one item: ``--max-num-seqs=8``, or ``... --max-num-seqs 8 ...`` in a shell line."""
+_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
+
+
+@dataclass(frozen=True)
+class VllmContainer:
+    """The container that runs vLLM, and where its ``--max-num-seqs`` is."""
+
+    index: int
+    name: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+
+    def _occurrences(self) -> list[tuple[str, int, str, bool]]:
+        """(field, item index, value, inline) of every ``--max-num-seqs``, in command-line order."""
+        found = []
+        for field_name, items in (("command", self.command), ("args", self.args)):
+            for i, item in enumerate(items):
+                if _FLAG.fullmatch(item) and i + 1 < len(items):
+                    found.append((field_name, i + 1, items[i + 1], False))
+                else:
+                    found.extend((field_name, i, m.group(3), True) for m in _INLINE.finditer(item))
+        return found
+
+    @property
+    def max_num_seqs(self) -> int | None:
+        """The value vLLM uses (the last occurrence wins); None when not given. ValueError when not a number."""
+        found = self._occurrences()
+        if not found:
+            return None
+        value = found[-1][2]
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"container {self.name!r}: --max-num-seqs {value!r} is not a positive integer")
+        return int(value)
+
+    def with_max_num_seqs(self, value: int) -> tuple[str, list[str]]:
+        """The field to rewrite ('command' or 'args') and its new items, keeping the form the flag is written in.
+
+        Without the flag, ``--max-num-seqs N`` is appended to the args; ValueError when the command line is
+        a shell script, where appended args would not reach vLLM.
+        """
+        found = self._occurrences()
+        if not found:
+            if self.command and self.command[0].rsplit("/", 1)[-1] in _SHELLS and "-c" in self.command:
+                raise ValueError(f"container {self.name!r} runs a shell script without --max-num-seqs; add it there")
+            return "args", [*self.args, "--max-num-seqs", str(value)]
+        fields = {field_name for field_name, _, _, _ in found}
+        if len(fields) > 1:
+            raise ValueError(f"container {self.name!r} sets --max-num-seqs in both command and args")
+        field_name = fields.pop()
+        items = list(self.command if field_name == "command" else self.args)
+        for _, i, _, inline in found:
+            if inline:
+                items[i] = _INLINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{value}", items[i])
+            else:
+                items[i] = str(value)
+        return field_name, items
+
+
+def find_vllm_container(deployment: Deployment, name: str | None = None) -> VllmContainer:
+    """The vLLM container: the one called ``name``, else the one whose image or command line says vLLM.
+
+    A Deployment with a single container needs no naming. ValueError says why none could be told.
+    """
+    containers = deployment.containers
+    if name is not None:
+        chosen = [i for i, c in enumerate(containers) if c.get("name") == name]
+        if not chosen:
+            raise ValueError(f"no container named {name!r}")
+    else:
+        chosen = [i for i, c in enumerate(containers) if _runs_vllm(c)]
+        if not chosen and len(containers) == 1:
+            chosen = [0]
+        if len(chosen) != 1:
+            names = ", ".join(str(c.get("name")) for c in containers) or "none"
+            raise ValueError(f"cannot tell which container runs vLLM (containers: {names}); set INFERNO_VLLM_CONTAINER")
+    c = containers[chosen[0]]
+    return VllmContainer(
+        index=chosen[0],
+        name=str(c.get("name", "")),
+        command=tuple(str(x) for x in c.get("command") or ()),
+        args=tuple(str(x) for x in c.get("args") or ()),
+    )
+
+
+def current_max_num_seqs(deployment: Deployment, container: VllmContainer) -> int | None:
+    """The container's --max-num-seqs, else the predecessor's maxbatchsize label; None when neither is set.
+
+    ValueError when the one in use is not a positive integer.
+    """
+    value = container.max_num_seqs
+    label = deployment.labels.get(MAX_BATCH_LABEL)
+    if value is not None or label is None:
+        return value
+    if not label.isdigit() or int(label) < 1:
+        raise ValueError(f"label {MAX_BATCH_LABEL}={label!r} is not a positive integer")
+    return int(label)
+
+
+def _runs_vllm(container: Mapping[str, Any]) -> bool:
+    line = " ".join(str(x) for x in [*(container.get("command") or ()), *(container.get("args") or ())])
+    return "vllm" in line.lower() or "vllm" in str(container.get("image", "")).lower()
+
+
+# --- the API --------------------------------------------------------------------------------
+
+
+class Kube:
+    """Reads and writes the cluster through an injected ``kubernetes`` ApiClient."""
+
+    def __init__(self, api: client.ApiClient, timeout: float = 10.0) -> None:
+        self._apps = client.AppsV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._timeout = timeout
+
+    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            return json.loads(response.data)
+        except ApiException as exc:
+            raise KubeError(what, int(exc.status or 0), _status_message(exc.body, exc.reason)) from exc
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise KubeError(what, 0, str(exc)) from exc
+
+    def _list(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self._call(what, method, *args, limit=PAGE_SIZE, _continue=token, **kwargs)
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def list_deployments(self, namespaces: Sequence[str], selector: str) -> list[Deployment]:
+        """Deployments matching ``selector`` in ``namespaces`` (all namespaces when empty)."""
+        if not namespaces:
+            raw = self._list("list Deployments", self._apps.list_deployment_for_all_namespaces, label_selector=selector)
+        else:
+            raw = [
+                d
+                for ns in namespaces
+                for d in self._list(
+                    f"list Deployments in {ns}", self._apps.list_namespaced_deployment, ns, label_selector=selector
+                )
+            ]
+        return [Deployment.from_manifest(d) for d in raw]
+
+    def get_deployment(self, namespace: str, name: str) -> Deployment:
+        """The Deployment as it is now."""
+        raw = self._call(f"read Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace)
+        return Deployment.from_manifest(raw)
+
+    def patch_deployment(self, namespace: str, name: str, ops: Sequence[Mapping[str, Any]]) -> Deployment:
+        """Apply a JSON patch (RFC 6902) to a Deployment; the API applies all of it or none."""
+        raw = self._call(
+            f"patch Deployment {namespace}/{name}",
+            self._apps.patch_namespaced_deployment,
+            name,
+            namespace,
+            [dict(op) for op in ops],
+            _content_type="application/json-patch+json",
+        )
+        return Deployment.from_manifest(raw)
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        """Record a core/v1 Event."""
+        self._call(f"create Event in {namespace}", self._core.create_namespaced_event, namespace, dict(event))
+
+    def gpu_inventory(self) -> dict[str, int]:
+        """Allocatable GPUs per product label over schedulable nodes."""
+        cards: dict[str, int] = {}
+        for node in self._list("list nodes", self._core.list_node, label_selector=GPU_PRODUCT_LABEL):
+            if (node.get("spec") or {}).get("unschedulable"):
+                continue
+            product = (node.get("metadata") or {}).get("labels", {}).get(GPU_PRODUCT_LABEL, "")
+            count = str((node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE, "0"))
+            if product and count.isdigit():
+                cards[product] = cards.get(product, 0) + int(count)
+        return cards
+
+
+def _status_message(body: str | None, reason: str | None) -> str:
+    """The ``message`` of a Status body, else the HTTP reason."""
+    try:
+        message = json.loads(body or "").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or reason or "no message")
+
+
+def connect(settings: Settings) -> Kube:
+    """A Kube for ``settings``: its kubeconfig (and context), else in-cluster, else the default kubeconfig."""
+    try:
+        if settings.kubeconfig is None and settings.context is None:
+            try:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                return Kube(client.ApiClient(configuration), settings.kube_timeout)
+            except ConfigException:
+                pass
+        path = str(settings.kubeconfig) if settings.kubeconfig is not None else None
+        api = config.new_client_from_config(config_file=path, context=settings.context)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError, ValueError) as exc:
+        where = str(settings.kubeconfig or "the default kubeconfig")
+        raise ConfigError([Problem(where, settings.context or "", f"cannot connect to Kubernetes: {exc}")]) from exc
+    return Kube(api, settings.kube_timeout)
