@@ -132,7 +132,8 @@ class Controller:
             return CycleRecord(cycle_id, started, "skipped", f"collect: {exc}", stage_ms)
         try:
             with timer("optimize"):
-                plan = optimize(observed.spec, self.options)
+                variants = {s.name: {v.accelerator for v in s.variants} for s in snapshot.servers}
+                plan = optimize(observed.spec, self.options, allowed=variants)
         except InfernoError as exc:
             return CycleRecord(
                 cycle_id, started, "failed", f"optimize: {exc}", stage_ms, len(snapshot.servers), observed.flagged
@@ -257,7 +258,8 @@ def serve(controller: Controller, period_s: float, *, once: bool = False) -> Cyc
     scheduler.start()
     log.info("started", period_s=period_s)
     try:
-        stop.wait()
+        while not stop.wait(0.5):  # short waits let the main thread run signal handlers promptly
+            pass
     finally:
         scheduler.shutdown(wait=True)
         for s, handler in previous.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from inferno.errors import ConfigError, SolveError
@@ -58,8 +59,12 @@ def _greedy(options: OptimizerOptions, spec: SystemSpec) -> GreedySolver:
     )
 
 
-def optimize(spec: SystemSpec, options: OptimizerOptions | None = None) -> Plan:
-    """One global plan for every server of ``spec``.
+def optimize(
+    spec: SystemSpec,
+    options: OptimizerOptions | None = None,
+    allowed: Mapping[str, Collection[str]] | None = None,
+) -> Plan:
+    """One global plan for every server of ``spec`` (``allowed``: accelerators per server, see build_problem).
 
     When the MILP fails or times out without a solution, the greedy solver answers instead and the plan
     says so (status 'fallback' and a warning).
@@ -67,7 +72,11 @@ def optimize(spec: SystemSpec, options: OptimizerOptions | None = None) -> Plan:
     options = options or OptimizerOptions()
     solver = make_solver(options, spec)
     problem, performance = build_problem(
-        spec, queue_model=options.queue_model, batch_policy=options.batch_policy, unlimited=options.unlimited
+        spec,
+        queue_model=options.queue_model,
+        batch_policy=options.batch_policy,
+        unlimited=options.unlimited,
+        allowed=allowed,
     )
     try:
         plan = solver.solve(problem)

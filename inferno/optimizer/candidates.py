@@ -9,6 +9,7 @@ transition value follow (design section 5).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from inferno.errors import ModelError
@@ -72,8 +73,13 @@ def build_problem(
     queue_model: str,
     batch_policy: str,
     unlimited: bool | None = None,
+    allowed: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[OptimizationProblem, Performance]:
-    """The optimization problem of ``spec``; ``unlimited`` overrides the system's optimizer setting."""
+    """The optimization problem of ``spec``.
+
+    ``unlimited`` overrides the system's optimizer setting; ``allowed`` restricts a server to the
+    accelerators it has Deployments for (the daemon cannot create new variants).
+    """
     accelerators = {a.name: a for a in spec.accelerator_data.accelerators}
     classes = {c.name: c for c in spec.service_class_data.service_classes}
     rows: dict[str, list[ModelAcceleratorPerfData]] = {}
@@ -109,6 +115,8 @@ def build_problem(
         options = rows.get(srv.model, [])
         if srv.keep_accelerator and srv.current_alloc.accelerator:
             options = [r for r in options if r.acc == srv.current_alloc.accelerator]
+        if allowed is not None and srv.name in allowed:
+            options = [r for r in options if r.acc in allowed[srv.name]]
         old_cost = _current_cost(srv, accelerators, options)
         candidates, skipped = [], []
         for row in options:
@@ -127,6 +135,8 @@ def build_problem(
         if not candidates:
             reason = "; ".join(skipped) or f"no performance data for model {srv.model!r}" + (
                 f" on the kept accelerator {srv.current_alloc.accelerator!r}" if srv.keep_accelerator else ""
+            ) + (
+                f" on its variants ({', '.join(sorted(allowed[srv.name]))})" if allowed and srv.name in allowed else ""
             )
             reason = f"no feasible accelerator ({reason})" if skipped else reason
         servers.append(replace(base, candidates=tuple(candidates), reason=reason))

@@ -52,6 +52,12 @@ def chunks(batch: Ints, workload: Workload, max_tokens: int) -> Ints:
     return np.where((m > 1) & fits(np.maximum(m - 1, 1)), m - 1, m)
 
 
+@lru_cache(maxsize=65536)
+def _chunks_at(batch: int, workload: Workload, max_tokens: int) -> int:
+    """nc(B) for one batch size (cached: sizing asks for the same few many times)."""
+    return int(chunks(np.array([batch], dtype=np.int64), workload, max_tokens)[0])
+
+
 @lru_cache(maxsize=512)
 def _service_rates(alpha: float, beta: float, gamma: float, max_tokens: int, workload: Workload, n: int) -> Floats:
     """mu(B) = B / ((nc + K) T_iter(B)) per ms for B = 1..n (read-only, cached)."""
@@ -126,7 +132,7 @@ class IterationQueue:
 
     def chunks_at(self, batch: int, workload: Workload) -> int:
         """nc(B) for one batch size B >= 1."""
-        return int(chunks(np.array([batch], dtype=np.int64), workload, self.max_batched_tokens)[0])
+        return _chunks_at(batch, workload, self.max_batched_tokens)
 
     def prefill_with(self, batch: float, nc: int, workload: Workload) -> float:
         """prefill(B) = nc max(0, alpha + (B - 1) delta(nc)) + w_prefill(nc), in ms."""

@@ -1,0 +1,47 @@
+"""The tuner's settings: noise levels, gates, bounds and the initial fit (design section 6)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIDENCE_Z = 1.96
+"""A measurement is taken to lie within +-error_level of the expected value with 95% confidence."""
+
+
+class TunerSettings(BaseModel):
+    """How the extended Kalman filter and its initial fit behave; every field has the design's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    process_noise: float = Field(
+        0.1, gt=0, description="Q = diag((process_noise * x)^2): relative drift of each parameter per cycle."
+    )
+    error_level: float = Field(
+        0.2, gt=0, description="e: relative error of a measurement at 95% confidence; R = diag((e/1.96)^2 E^2)."
+    )
+    expected_ms: tuple[float, float] | None = Field(
+        (1000.0, 100.0),
+        description="E: expected [TTFT, ITL] (ms) that scale R; none = each observation's own values (relative R).",
+    )
+    initial_std: float = Field(
+        0.1, gt=0, description="P0 = diag((initial_std * x0)^2) after a fit: relative uncertainty of the fit."
+    )
+    bound_factor: float = Field(
+        10.0, gt=1, description="An update is clipped to [x / bound_factor, x * bound_factor] of the estimate before."
+    )
+    max_nis: float = Field(
+        7.378, gt=0, description="Reject an update whose normalised innovation squared y' S^-1 y reaches this."
+    )
+    jacobian_step: float = Field(0.01, gt=0, lt=1, description="Central-difference step, relative to each parameter.")
+    warmup_cycles: int = Field(3, ge=0, description="Cycles after a fit in which the NIS gate is off.")
+    fit_min_observations: int = Field(6, ge=1, description="Valid observations needed before the first fit.")
+    fit_window: int = Field(
+        48, ge=1, description="Recent observations kept per filter for fits and the identifiability check."
+    )
+    max_condition: float = Field(
+        1000.0, gt=1, description="Condition number of the log-parameter Jacobian above which data are ill-conditioned."
+    )
+    refit_after: int = Field(
+        3, ge=1, description="Consecutive cycles with most updates rejected by the NIS gate that trigger a refit."
+    )
+    fit_max_evaluations: int = Field(600, ge=10, description="Objective evaluations of one Nelder-Mead run.")

@@ -1,0 +1,186 @@
+"""Full control cycles: real Prometheus scraping fake vLLM pods, Deployments in the kmock emulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inferno.actuator import DryRunActuator, KubeActuator
+from inferno.cli import app
+from inferno.collector import Collector
+from inferno.config import LimitSettings, Settings
+from inferno.controller import Controller, serve
+from inferno.optimizer import OptimizerOptions
+from inferno.prometheus import connect
+from inferno.system import load_system
+from inferno.telemetry import HealthServer, Telemetry
+from tests.conftest import SAMPLES
+from tests.support.kube import DEPLOYMENTS, Emulator, deployment
+from tests.support.prometheus import PrometheusServer
+from tests.support.vllm_exporter import FakePod
+
+pytestmark = pytest.mark.prometheus
+
+NS = "ctl"
+WINDOW_S = 5
+SPEC = load_system(SAMPLES / "small.yaml").spec
+GOOD = FakePod(NS, "chat-premium-h100-5d8f9c7b6-aaaaa", 12.0, 512, 256, 0.08, 0.012, running=6, model="llama-3.1-8b")
+BAD = FakePod(
+    NS,
+    "chat-free-h100-5d8f9c7b6-bbbbb",
+    3.0,
+    256,
+    256,
+    0.1,
+    0.02,
+    model="llama-3.1-8b",
+    nan=frozenset({"vllm:time_to_first_token_seconds"}),
+)
+
+
+def _deployments() -> list[dict[str, object]]:
+    args = ("--model", "llama-3.1-8b", "--max-num-seqs", "64")
+    return [
+        deployment(
+            "chat-premium-h100",
+            namespace=NS,
+            server="chat-premium",
+            accelerator="H100",
+            model="llama-3.1-8b",
+            service_class="Premium",
+            args=args,
+        ),
+        deployment(
+            "chat-free-h100",
+            namespace=NS,
+            server="chat-free",
+            accelerator="H100",
+            model="llama-3.1-8b",
+            service_class="Free",
+            args=args,
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def fleet(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    """The two fake pods, scraped long enough to fill a window."""
+    prometheus.fleet.add(GOOD, BAD)
+    prometheus.settle(NS, 2, WINDOW_S)
+    yield prometheus
+    prometheus.fleet.remove(NS, GOOD.pod)
+    prometheus.fleet.remove(NS, BAD.pod)
+
+
+def _settings(url: str, **kw: object) -> Settings:
+    return Settings(prometheus_url=url, namespaces=(NS,), metrics_window=f"{WINDOW_S}s", **kw)  # type: ignore[arg-type]
+
+
+def _controller(emulator: Emulator, url: str, *, dry_run: bool = False, log: object = None) -> Controller:
+    settings = _settings(url)
+    kube = emulator.kube()
+    return Controller(
+        system=SPEC,
+        collector=Collector(kube, connect(settings), settings),
+        actuator=DryRunActuator(open("/dev/null", "w")) if dry_run else KubeActuator(kube),  # noqa: SIM115
+        options=OptimizerOptions(),
+        limits=LimitSettings(),
+        telemetry=Telemetry(),
+        decision_log=log,  # type: ignore[arg-type]
+    )
+
+
+def test_nan_server_is_held_and_the_other_is_scaled(
+    emulator: Emulator, fleet: PrometheusServer, tmp_path: Path
+) -> None:
+    """Emulator: kmock. A NaN TTFT holds chat-free untouched; chat-premium is scaled to the plan."""
+    emulator.add(*_deployments())
+    with (tmp_path / "decisions.jsonl").open("w") as log:
+        record = _controller(emulator, fleet.url, log=log).cycle()
+    assert record.outcome == "ok", record.reason
+    assert "chat-free" in record.flagged
+    assert record.plan is not None
+    wanted = record.plan.allocations["chat-premium"]
+    assert wanted.replicas >= 1 and wanted.accelerator == "H100"
+    patched = [r for r in emulator.writes() if str(r.method.value).upper() == "PATCH"]
+    assert patched and all("chat-premium-h100" in str(r.url) for r in patched)
+    stored = emulator.get(NS, "chat-premium-h100")
+    assert stored["spec"]["replicas"] == wanted.replicas
+    assert emulator.get(NS, "chat-free-h100")["spec"]["replicas"] == 1
+    line = json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])
+    assert line["outcome"] == "ok" and line["flagged"]["chat-free"]
+
+
+def test_prometheus_down_skips_the_cycle(emulator: Emulator) -> None:
+    """Emulator: kmock. With Prometheus unreachable the cycle is skipped and nothing is written."""
+    emulator.add(*_deployments())
+    record = _controller(emulator, "http://127.0.0.1:9").cycle()
+    assert record.outcome == "skipped"
+    assert record.reason.startswith("collect:")
+    assert emulator.writes() == []
+
+
+@pytest.mark.parametrize("status", [409, 500])
+def test_api_errors_are_not_recorded_as_applied(emulator: Emulator, fleet: PrometheusServer, status: int) -> None:
+    """Emulator: kmock. A refused patch fails the cycle and its action is reported failed, not applied."""
+    emulator.add(*_deployments())
+    emulator.fail("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/chat-premium-h100", status, "injected")
+    record = _controller(emulator, fleet.url).cycle()
+    assert record.outcome == "failed"
+    assert record.results and all(r.outcome != "applied" for r in record.results)
+
+
+def test_dry_run_once_prints_actions_and_writes_nothing(
+    emulator: Emulator, fleet: PrometheusServer, tmp_path: Path
+) -> None:
+    """Emulator: kmock. `inferno run --dry-run --once --kubeconfig K` prints the table and sends no write."""
+    emulator.add(*_deployments())
+    kubeconfig = emulator.kubeconfig(tmp_path / "kubeconfig")
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--dry-run",
+            "--once",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--system",
+            str(SAMPLES / "small.yaml"),
+            "--prometheus-url",
+            fleet.url,
+            "--namespace",
+            NS,
+        ],
+        env={"INFERNO_METRICS_WINDOW": f"{WINDOW_S}s"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "chat-premium-h100" in result.output
+    assert "held: chat-free" in result.output
+    assert emulator.writes() == []
+    assert all(str(r.method.value).upper() == "GET" for r in emulator.requests())
+
+
+def test_serve_stops_cleanly_on_sigterm_and_metrics_are_served(emulator: Emulator, fleet: PrometheusServer) -> None:
+    """Emulator: kmock. The loop runs cycles until SIGTERM, then exits; /metrics counts the cycles."""
+    emulator.add(*_deployments())
+    controller = _controller(emulator, fleet.url, dry_run=True)
+    health = HealthServer(controller.telemetry, ready=lambda: controller.last is not None, host="127.0.0.1", port=0)
+    health.start()
+    try:
+        timer = threading.Timer(2.5, lambda: signal.raise_signal(signal.SIGTERM))
+        timer.start()
+        last = serve(controller, period_s=1.0)
+        assert last is not None and last.outcome in ("ok", "idle")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{health.port}/metrics").read().decode()
+        assert 'inferno_cycles_total{outcome="ok"}' in body or 'inferno_cycles_total{outcome="idle"}' in body
+        assert urllib.request.urlopen(f"http://127.0.0.1:{health.port}/readyz").status == 200
+    finally:
+        health.stop()
+    assert emulator.writes() == []
