@@ -22,7 +22,7 @@ from inferno.prometheus import connect
 from inferno.system import load_system
 from inferno.telemetry import HealthServer, Telemetry
 from tests.conftest import SAMPLES
-from tests.support.kube import DEPLOYMENTS, Emulator, deployment
+from tests.support.kube import Emulator, deployment
 from tests.support.prometheus import PrometheusServer
 from tests.support.vllm_exporter import FakePod
 
@@ -89,7 +89,7 @@ def _controller(emulator: Emulator, url: str, *, dry_run: bool = False, log: obj
     return Controller(
         system=SPEC,
         collector=Collector(kube, connect(settings), settings),
-        actuator=DryRunActuator(open("/dev/null", "w")) if dry_run else KubeActuator(kube),  # noqa: SIM115
+        actuator=DryRunActuator(open("/dev/null", "w")) if dry_run else KubeActuator(kube),
         options=OptimizerOptions(),
         limits=LimitSettings(),
         telemetry=Telemetry(),

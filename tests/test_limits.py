@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from inferno.config import LimitSettings
 from inferno.limits import LimitsMemory, apply_limits
-from inferno.state import Action, ObservedServer, Plan, Snapshot, Variant
+from inferno.state import Action, Metrics, ObservedServer, Plan, Snapshot, Variant
 from inferno.state import Load as ObservedLoad
-from inferno.state import Metrics
 from inferno.system import load_system
 from tests.conftest import SAMPLES
 
