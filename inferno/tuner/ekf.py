@@ -19,7 +19,7 @@ from filterpy.kalman import ExtendedKalmanFilter
 
 from inferno.errors import ModelError
 from inferno.queueing import QueueModel
-from inferno.tuner.fit import Vector, jacobian, measured, predict
+from inferno.tuner.fit import Fit, Vector, jacobian, measured, predict
 from inferno.tuner.observation import Observation
 from inferno.tuner.settings import CONFIDENCE_Z, TunerSettings
 
@@ -62,9 +62,11 @@ class ParamFilter:
         self.ekf.P = np.array(covariance, dtype=np.float64)
 
     @classmethod
-    def start(cls, model: QueueModel, x: Vector, settings: TunerSettings) -> ParamFilter:
-        """A filter at ``x`` with P0 = diag((initial_std x)^2)."""
-        return cls(model, x, np.diag((settings.initial_std * x) ** 2), settings)
+    def start(cls, model: QueueModel, result: Fit, settings: TunerSettings) -> ParamFilter:
+        """A filter at a fit: P0 = the fit's covariance (relative error e / 1.96) + diag((initial_std x)^2)."""
+        floor = np.diag((settings.initial_std * result.x) ** 2)
+        fitted = result.covariance(settings.error_level / CONFIDENCE_Z)
+        return cls(model, result.x, floor if fitted is None else fitted + floor, settings)
 
     @property
     def x(self) -> Vector:
@@ -113,6 +115,10 @@ class ParamFilter:
         bounded = np.clip(x, before_x / factor, before_x * factor)
         self.ekf.x = bounded
         return Step(nis, True, clipped=bool(np.any(bounded != x)))
+
+    def inflate(self, factor: float) -> None:
+        """Multiply P by ``factor`` (>= 1): trust the estimate less, the next measurements more."""
+        self.ekf.P = self.ekf.P * factor
 
     def _restore(self, x: Vector, covariance: Vector) -> None:
         self.ekf.x, self.ekf.P = x, covariance

@@ -31,6 +31,11 @@ GRID_DECADES = (-6.0, -4.0, -2.0, 0.0, 2.0)
 UNFIT = 1e30
 """Objective value of parameters the queue model cannot evaluate."""
 
+PRIOR_WEIGHT = 1e-4
+"""Weight of a weak pull of the log-parameters towards the fit's start: it keeps a parameter the data do not
+determine at its start instead of letting it run off to 0 or infinity, so the condition number at the
+fit says so. Negligible against the data (a 5% error costs 2.5e-3 per latency)."""
+
 
 def param_names(queue_model: str) -> tuple[str, ...]:
     """The parameter names of queue model ``queue_model``, in state-vector order; ConfigError when unknown."""
@@ -95,6 +100,19 @@ class Fit:
     """``condition`` is at most the limit: the data pin every parameter down."""
     evaluations: int
     """Objective evaluations spent."""
+    jacobian: Vector | None = None
+    """Jacobian of the relative residuals with respect to log x at ``x`` (None when it cannot be evaluated)."""
+
+    def covariance(self, sigma: float) -> Vector | None:
+        """Covariance of x implied by the fit when each relative error has standard deviation ``sigma``.
+
+        Gauss-Newton: Cov(log x) = sigma^2 (J'J)^-1, then Cov(x) = diag(x) Cov(log x) diag(x). None when the
+        fit is not identifiable.
+        """
+        if self.jacobian is None or not self.identifiable:
+            return None
+        log_cov = sigma**2 * np.linalg.inv(self.jacobian.T @ self.jacobian)
+        return np.asarray(log_cov * np.outer(self.x, self.x), dtype=np.float64)
 
 
 def fit(
@@ -109,7 +127,7 @@ def fit(
     """Nelder-Mead fit of the relative squared errors over log-parameters, from ``start`` or a coarse search."""
     targets = np.array([measured(o) for o in observations])
 
-    def cost(u: Vector) -> float:
+    def errors(u: Vector) -> float:
         try:
             predicted = np.array([predict(model, np.exp(u), o) for o in observations])
         except ModelError:
@@ -120,11 +138,16 @@ def fit(
     evaluations = 0
     if start is None:
         grid = [np.array(p) * math.log(10) for p in itertools.product(GRID_DECADES, repeat=len(model.param_names))]
-        values = [cost(u) for u in grid]
+        values = [errors(u) for u in grid]
         evaluations += len(grid)
         u, spread = grid[int(np.argmin(values))], math.log(10)
     else:
         u, spread = np.log(start), math.log(2)
+    centre = u.copy()
+
+    def cost(u: Vector) -> float:
+        return errors(u) + PRIOR_WEIGHT * float(np.sum((u - centre) ** 2))
+
     best = UNFIT
     while evaluations < max_evaluations:  # restart from the result until it stops improving
         simplex = np.vstack([u, u + spread * np.eye(len(u))])
@@ -148,8 +171,9 @@ def fit(
     if best >= UNFIT:
         return Fit(x, math.inf, math.inf, False, evaluations)
     try:
-        condition = condition_number(elasticities(model, x, observations, step))
+        jac: Vector | None = elasticities(model, x, observations, step)
     except ModelError:
-        condition = math.inf
-    rms = math.sqrt(best / targets.size)
-    return Fit(x, rms, condition, condition <= max_condition, evaluations)
+        jac = None
+    condition = math.inf if jac is None else condition_number(jac)
+    rms = math.sqrt(errors(u) / targets.size)
+    return Fit(x, rms, condition, condition <= max_condition, evaluations, jac)

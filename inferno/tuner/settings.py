@@ -32,6 +32,12 @@ class TunerSettings(BaseModel):
     max_nis: float = Field(
         7.378, gt=0, description="Reject an update whose normalised innovation squared y' S^-1 y reaches this."
     )
+    fading_limit: float = Field(
+        10.0,
+        ge=1,
+        description="Most P is multiplied by after a cycle whose accepted updates have a mean NIS above 2 "
+        "(innovations larger than the filter expects: the truth is moving); 1 = never.",
+    )
     jacobian_step: float = Field(0.01, gt=0, lt=1, description="Central-difference step, relative to each parameter.")
     warmup_cycles: int = Field(3, ge=0, description="Cycles after a fit in which the NIS gate is off.")
     fit_min_observations: int = Field(6, ge=1, description="Valid observations needed before the first fit.")

@@ -33,6 +33,9 @@ from inferno.tuner.settings import TunerSettings
 
 log = get_logger(__name__)
 
+DIM_Z = 2
+"""Dimension of a measurement ([TTFT, ITL]): the mean NIS of a consistent filter."""
+
 STATE_VERSION = 1
 """Version of the persisted state's layout."""
 
@@ -291,8 +294,12 @@ class EKFTuner:
         if entry.warmup_left:
             entry.warmup_left -= 1
             entry.phase = "warmup" if entry.warmup_left else "tracking"
+        consistent = [s.nis for s in steps if s.accepted and s.nis is not None]
+        if consistent and (mean := float(np.mean(consistent))) > DIM_Z:
+            filt.inflate(min(mean / DIM_Z, self.settings.fading_limit))
+            notes.append(f"covariance inflated: mean NIS {mean:.3g} > {DIM_Z}")
         outliers = [o for o, s in zip(observations, steps, strict=True) if s.gate == NIS_GATE]
-        if 2 * len(outliers) > len(observations):
+        if 2 * len(outliers) >= len(observations):
             entry.streak += 1
             entry.outliers.extend(outliers)
         else:
@@ -353,7 +360,7 @@ class EKFTuner:
 
     def _start(self, entry: _Entry, result: Fit) -> None:
         """Start the filter at a fit (warm-up without the NIS gate)."""
-        entry.filter = ParamFilter.start(entry.model, result.x, self.settings)
+        entry.filter = ParamFilter.start(entry.model, result, self.settings)
         entry.warmup_left = self.settings.warmup_cycles
         entry.phase = "warmup" if entry.warmup_left else "tracking"
         entry.streak, entry.outliers = 0, []
