@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -18,6 +20,7 @@ from inferno.collector import Collector
 from inferno.config import load_settings
 from inferno.controller import Controller, CycleRecord, serve
 from inferno.errors import ConfigError, InfernoError, Problem
+from inferno.k8s import LeaderElector
 from inferno.k8s import connect as connect_kube
 from inferno.logs import configure
 from inferno.optimizer import SOLVERS, OptimizerOptions, make_solver, optimize, to_solution
@@ -27,6 +30,7 @@ from inferno.spec import SCHEMAS, SaturationPolicy
 from inferno.state import Actuation, Plan, Snapshot
 from inferno.system import LoadedSystem, load_system
 from inferno.telemetry import HealthServer, Telemetry
+from inferno.tuner import read_observations, replay
 
 app = typer.Typer(
     name="inferno",
@@ -342,6 +346,9 @@ def run(
     metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics and probes; 0 = off.")] = None,
     decision_log: Annotated[Path | None, typer.Option(help="Append one JSON line per cycle here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Dry run: print actions as JSON lines.")] = False,
+    leader_elect: Annotated[
+        bool | None, typer.Option("--leader-elect/--no-leader-elect", help="Act only while holding the Lease.")
+    ] = None,
 ) -> None:
     """Run the control loop: in-cluster, with a kubeconfig, or as a dry run that only prints the plan."""
     try:
@@ -357,6 +364,7 @@ def run(
             solver=solver,
             metrics_port=metrics_port,
             decision_log=decision_log,
+            leader_elect=leader_elect,
         )
         if settings.system is None:
             raise ConfigError([Problem("settings", "INFERNO_SYSTEM", "no system: give --system or INFERNO_SYSTEM")])
@@ -377,6 +385,17 @@ def run(
         )
         make_solver(options, spec)  # unknown plug-in names fail now, not in the first cycle
         telemetry = Telemetry()
+        elector = (
+            LeaderElector(
+                kube,
+                settings.leader_namespace,
+                settings.leader_lease,
+                f"{socket.gethostname()}-{os.getpid()}",
+                lease_duration_s=max(15.0, 3 * settings.period),
+            )
+            if settings.leader_elect
+            else None
+        )
         with contextlib.ExitStack() as stack:
             log_file = (
                 stack.enter_context(settings.decision_log.open("a", encoding="utf-8"))
@@ -392,6 +411,7 @@ def run(
                 telemetry=telemetry,
                 gpu_products=settings.gpu_products,
                 decision_log=log_file,
+                leader=elector.try_lead if elector else None,
             )
             if settings.metrics_port and not once:
                 health = HealthServer(telemetry, ready=lambda: controller.last is not None, port=settings.metrics_port)
@@ -480,6 +500,73 @@ def analyze(
             value = ", ".join(f"{k}={v:g}" for k, v in value.items())
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
     out.print(table)
+
+
+@app.command()
+def tune(
+    observations: Annotated[
+        Path, typer.Argument(metavar="OBSERVATIONS.jsonl", help="One observation per line (docs/tuner.md).")
+    ],
+    queue_model: Annotated[str, typer.Option(help=f"One of: {', '.join(QUEUE_MODELS)}.")] = DEFAULT_QUEUE_MODEL,
+    init: Annotated[
+        str | None, typer.Option(help="Configured parameters of every pair, e.g. alpha=12,beta=0.05,gamma=0.0005.")
+    ] = None,
+    max_batched_tokens: Annotated[int, typer.Option(help="Max tokens per iteration (vLLM).")] = 8192,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay recorded observations through the online tuner: parameter trajectory and final estimates."""
+    try:
+        try:
+            text = observations.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([Problem(str(observations), "", f"cannot read: {exc.strerror or exc}")]) from exc
+        params = None
+        if init is not None:
+            try:
+                params = _queue_params(init.split(","))
+            except ConfigError:
+                raise ConfigError(f"--init {init!r}: expected NAME=VALUE,NAME=VALUE,... with numbers") from None
+        result = replay(
+            read_observations(text, str(observations)), queue_model, params, max_batched_tokens=max_batched_tokens
+        )
+    except InfernoError as exc:
+        fail(exc)
+    if as_json:
+        print_json(result)
+        return
+    trajectory = Table(title=f"tuner trajectory ({result['queue_model']})")
+    for col in ("cycle", "model/accelerator", "phase", "parameters", "accepted", "rejected", "skipped", "max NIS"):
+        trajectory.add_column(col, justify="left" if col in ("model/accelerator", "phase", "parameters") else "right")
+    for row in result["trajectory"]:
+        trajectory.add_row(
+            str(row["cycle"]),
+            row["key"],
+            row["phase"],
+            _params_text(row["params"]),
+            str(row["accepted"]),
+            str(row["rejected"]),
+            str(row["skipped"]),
+            f"{max(row['nis']):.3g}" if row["nis"] else "-",
+        )
+    out.print(trajectory)
+    final = Table(title="final estimates")
+    for col in ("model/accelerator", "parameters", "tuned", "identifiable", "updates", "rejected", "skipped"):
+        final.add_column(col)
+    for key, est in result["estimates"].items():
+        final.add_row(
+            key,
+            _params_text(est["params"]),
+            str(est["tuned"]),
+            str(est["identifiable"]),
+            str(est["updates"]),
+            str(est["rejected"]),
+            str(est["skipped"]),
+        )
+    out.print(final)
+
+
+def _params_text(params: dict[str, float] | None) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in params.items()) if params else "-"
 
 
 def _queue_params(items: list[str]) -> dict[str, float]:

@@ -43,7 +43,8 @@ class CycleRecord:
     cycle_id: str
     started_at: float
     outcome: str
-    """ok (all actions applied or planned), idle (nothing to do), skipped (no data: transient), failed."""
+    """ok (all actions applied or planned), idle (nothing to do), skipped (no data: transient), failed,
+    standby (another replica leads)."""
     reason: str = ""
     stage_ms: dict[str, float] = field(default_factory=dict)
     servers: int = 0
@@ -91,6 +92,7 @@ class Controller:
         telemetry: Telemetry,
         gpu_products: dict[str, str] | None = None,
         decision_log: TextIO | None = None,
+        leader: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.system = system
@@ -101,6 +103,7 @@ class Controller:
         self.telemetry = telemetry
         self.gpu_products = gpu_products or {}
         self.decision_log = decision_log
+        self.leader = leader
         self.clock = clock
         self.memory = LimitsMemory()
         self.last: CycleRecord | None = None
@@ -122,6 +125,8 @@ class Controller:
 
     def _cycle(self, cycle_id: str) -> CycleRecord:
         started = self.clock()
+        if self.leader is not None and not self.leader():
+            return CycleRecord(cycle_id, started, "standby", "another replica holds the leader Lease")
         stage_ms: dict[str, float] = {}
         timer = _StageTimer(stage_ms, self.telemetry)
         try:
@@ -187,7 +192,7 @@ class Controller:
 
     def _report(self, record: CycleRecord) -> None:
         self.telemetry.cycles.labels(record.outcome).inc()
-        if record.outcome in ("ok", "idle"):
+        if record.outcome in ("ok", "idle", "standby"):
             self.telemetry.last_success.set(record.started_at)
         for r in record.results:
             kind = "max_num_seqs" if r.action.changes_max_num_seqs else "replicas"

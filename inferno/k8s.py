@@ -10,9 +10,12 @@ here too, because both the collector and the actuator read them.
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
@@ -213,6 +216,7 @@ class Kube:
     def __init__(self, api: client.ApiClient, timeout: float = 10.0) -> None:
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
+        self._coordination = client.CoordinationV1Api(api)
         self._timeout = timeout
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -280,6 +284,113 @@ class Kube:
             if product and count.isdigit():
                 cards[product] = cards.get(product, 0) + int(count)
         return cards
+
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease ``namespace/name``, or None when there is none."""
+        try:
+            return dict(
+                self._call(f"read Lease {namespace}/{name}", self._coordination.read_namespaced_lease, name, namespace)
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Lease; KubeError 409 when another replica created it first."""
+        return dict(
+            self._call(f"create Lease in {namespace}", self._coordination.create_namespaced_lease, namespace, body)
+        )
+
+    def patch_lease(self, namespace: str, name: str, ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON patch to a Lease (a failed ``test`` op, e.g. of resourceVersion, is a 409/422)."""
+        return dict(
+            self._call(
+                f"patch Lease {namespace}/{name}", self._coordination.patch_namespaced_lease, name, namespace, list(ops)
+            )
+        )
+
+
+class LeaderElector:
+    """Lease-based leader election (coordination.k8s.io/v1 Lease), renewed once per cycle.
+
+    The Lease lasts ``lease_duration_s``; a replica leads while its renewals keep the Lease fresh, and
+    another takes over once the Lease has expired. Any API error means "not leader this time".
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.duration = max(1, math.ceil(lease_duration_s))
+        self._clock = clock
+
+    def try_lead(self) -> bool:
+        """Take or renew the Lease; True when this replica leads now."""
+        now = self._clock()
+        try:
+            lease = self._kube.read_lease(self.namespace, self.name)
+            if lease is None:
+                body = {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": self._spec(now, acquired=now, transitions=0),
+                }
+                self._kube.create_lease(self.namespace, body)
+                return True
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity") or ""
+            renewed = _micro_time(spec.get("renewTime"))
+            expires = (renewed or 0.0) + float(spec.get("leaseDurationSeconds") or 0)
+            if holder and holder != self.identity and expires > now:
+                return False
+            ours = holder == self.identity
+            acquired = _micro_time(spec.get("acquireTime")) if ours else now
+            transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
+            ops: list[dict[str, Any]] = []
+            version = (lease.get("metadata") or {}).get("resourceVersion")
+            if version:  # someone else's renewal in between makes this patch fail: no split brain
+                ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+            spec_now = self._spec(now, acquired=acquired or now, transitions=transitions)
+            ops.append({"op": "replace" if "spec" in lease else "add", "path": "/spec", "value": spec_now})
+            self._kube.patch_lease(self.namespace, self.name, ops)
+            return True
+        except KubeError:
+            return False
+
+    def _spec(self, now: float, *, acquired: float, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration,
+            "acquireTime": _format_micro_time(acquired),
+            "renewTime": _format_micro_time(now),
+            "leaseTransitions": transitions,
+        }
+
+
+def _format_micro_time(unix: float) -> str:
+    """Kubernetes MicroTime: RFC 3339 with microseconds, UTC."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _micro_time(text: object) -> float | None:
+    """Unix time of a MicroTime string (None when absent or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _status_message(body: str | None, reason: str | None) -> str:

@@ -204,7 +204,7 @@ class _Entry:
     last_fit: Vector | None = None
     """Parameters of the latest fit, adopted or not: the warm start of the next one."""
     streak: int = 0
-    """Consecutive cycles with most updates rejected by the NIS gate."""
+    """Consecutive cycles with at least half of the updates rejected by the NIS gate."""
     outliers: list[Observation] = field(default_factory=list)
     """The observations rejected during the streak."""
     identifiable: bool | None = None

@@ -22,6 +22,7 @@ from inferno.k8s import Kube
 DEPLOYMENTS = "apps/v1/deployments"
 EVENTS = "v1/events"
 NODES = "v1/nodes"
+LEASES = "coordination.k8s.io/v1/leases"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -42,7 +43,7 @@ class Emulator:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
-            for resource in (DEPLOYMENTS, EVENTS, NODES):
+            for resource in (DEPLOYMENTS, EVENTS, NODES, LEASES):
                 handler.resources[resource] = {}
             self.handler = handler
             self.url = str(server.url).rstrip("/")
