@@ -2,10 +2,15 @@
 
 The state is the parameter vector x; it follows a random walk (F = I, Q = diag((q x)^2)). A
 measurement is one replica's mean [TTFT, ITL] and h(x) is the queue model's prediction at that
-replica's operating point; H is its central-difference Jacobian. An update is rolled back when it
-makes a parameter <= 0 (or not finite), or, outside warm-up, when its normalised innovation squared
-y' S^-1 y reaches the chi-square limit; an accepted update is clipped to [x / b, b x] of the estimate
-before it.
+replica's operating point; H is its central-difference Jacobian (step 1% of each parameter). The
+filter compares latencies on a log scale, log z against log h(x): near the queueing knee TTFT grows
+steeply with the parameters and its logarithm is far closer to linear, which is what an EKF needs. To
+first order this is the design's filter: a log innovation is a relative one, and R becomes
+diag(((e / 1.96) E / z)^2), which is (e / 1.96)^2 when E is the observation itself.
+
+An update is rolled back when it makes a parameter <= 0 (or not finite), or, outside warm-up, when its
+normalised innovation squared y' S^-1 y reaches the chi-square limit; an accepted update is clipped
+to [x / b, b x] of the estimate before it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,6 @@ from inferno.tuner.fit import Fit, Vector, jacobian, measured, predict
 from inferno.tuner.observation import Observation
 from inferno.tuner.settings import CONFIDENCE_Z, TunerSettings
 
-NIS_GATE = "nis"
-"""``Step.gate`` of an update rejected as an outlier."""
-
 
 @dataclass(frozen=True)
 class Step:
@@ -42,10 +44,11 @@ class Step:
     """Some parameter was held to the bounds around the previous estimate."""
 
 
-def measurement_noise(obs: Observation, settings: TunerSettings) -> Vector:
-    """R = diag(((e / 1.96) E)^2), E the expected [TTFT, ITL] (or the observation itself when not set)."""
-    expected = measured(obs) if settings.expected_ms is None else np.array(settings.expected_ms, dtype=np.float64)
-    return np.diag((settings.error_level / CONFIDENCE_Z * expected) ** 2)
+def log_measurement_noise(obs: Observation, settings: TunerSettings) -> Vector:
+    """R of log latencies: diag(((e / 1.96) E / z)^2), E the expected [TTFT, ITL] or, when not set, z itself."""
+    z = measured(obs)
+    expected = z if settings.expected_ms is None else np.array(settings.expected_ms, dtype=np.float64)
+    return np.diag((settings.error_level / CONFIDENCE_Z * expected / z) ** 2)
 
 
 class ParamFilter:
@@ -93,10 +96,10 @@ class ParamFilter:
         step = self.settings.jacobian_step
         try:
             self.ekf.update(
-                measured(obs),
-                HJacobian=lambda x: jacobian(lambda v: predict(self.model, v, obs), x, step),
-                Hx=lambda x: predict(self.model, x, obs),
-                R=measurement_noise(obs, self.settings),
+                np.log(measured(obs)),
+                HJacobian=lambda x: jacobian(lambda v: np.log(predict(self.model, v, obs)), x, step),
+                Hx=lambda x: np.log(predict(self.model, x, obs)),
+                R=log_measurement_noise(obs, self.settings),
             )
         except (ModelError, np.linalg.LinAlgError) as exc:
             self._restore(before_x, before_p)
@@ -110,7 +113,7 @@ class ParamFilter:
             return Step(nis, False, "positivity", f"the update makes {', '.join(bad) or 'NIS'} non-positive or NaN")
         if gate and nis >= self.settings.max_nis:
             self._restore(before_x, before_p)
-            return Step(nis, False, NIS_GATE, f"NIS {nis:.3g} >= {self.settings.max_nis:g}: an outlier")
+            return Step(nis, False, "nis", f"NIS {nis:.3g} >= {self.settings.max_nis:g}: an outlier")
         factor = self.settings.bound_factor
         bounded = np.clip(x, before_x / factor, before_x * factor)
         self.ekf.x = bounded

@@ -32,9 +32,17 @@ UNFIT = 1e30
 """Objective value of parameters the queue model cannot evaluate."""
 
 PRIOR_WEIGHT = 1e-4
-"""Weight of a weak pull of the log-parameters towards the fit's start: it keeps a parameter the data do not
-determine at its start instead of letting it run off to 0 or infinity, so the condition number at the
-fit says so. Negligible against the data (a 5% error costs 2.5e-3 per latency)."""
+"""Weight of a weak pull of the log-parameters towards a known start (configured values, the running
+estimate): a parameter the observations hardly determine stays near what was known instead of running
+off to 0 or infinity. Small against the data: a 5% error costs 2.5e-3 per latency, moving a parameter
+by a factor e costs 1e-4."""
+
+GRID_PRIOR_WEIGHT = 1e-6
+"""The same pull towards the point of the coarse search, which is not knowledge: only a guard."""
+
+PRIOR_LOG_STD = 2.0
+"""Before any data a parameter is taken to be known within a factor e^2 = 7.4 (one standard deviation of its
+log): this bounds the covariance a fit hands to the filter in the directions the observations leave open."""
 
 
 def param_names(queue_model: str) -> tuple[str, ...]:
@@ -104,15 +112,15 @@ class Fit:
     """Jacobian of the relative residuals with respect to log x at ``x`` (None when it cannot be evaluated)."""
 
     def covariance(self, sigma: float) -> Vector | None:
-        """Covariance of x implied by the fit when each relative error has standard deviation ``sigma``.
+        """Covariance of x after the fit when each relative error has standard deviation ``sigma``.
 
-        Gauss-Newton: Cov(log x) = sigma^2 (J'J)^-1, then Cov(x) = diag(x) Cov(log x) diag(x). None when the
-        fit is not identifiable.
+        Gauss-Newton with the prior of PRIOR_LOG_STD: Cov(log x) = (J'J / sigma^2 + I / PRIOR_LOG_STD^2)^-1,
+        then Cov(x) = diag(x) Cov(log x) diag(x). None without a Jacobian.
         """
-        if self.jacobian is None or not self.identifiable:
+        if self.jacobian is None:
             return None
-        log_cov = sigma**2 * np.linalg.inv(self.jacobian.T @ self.jacobian)
-        return np.asarray(log_cov * np.outer(self.x, self.x), dtype=np.float64)
+        information = self.jacobian.T @ self.jacobian / sigma**2 + np.eye(len(self.x)) / PRIOR_LOG_STD**2
+        return np.asarray(np.linalg.inv(information) * np.outer(self.x, self.x), dtype=np.float64)
 
 
 def fit(
@@ -143,10 +151,10 @@ def fit(
         u, spread = grid[int(np.argmin(values))], math.log(10)
     else:
         u, spread = np.log(start), math.log(2)
-    centre = u.copy()
+    centre, weight = u.copy(), GRID_PRIOR_WEIGHT if start is None else PRIOR_WEIGHT
 
     def cost(u: Vector) -> float:
-        return errors(u) + PRIOR_WEIGHT * float(np.sum((u - centre) ** 2))
+        return errors(u) + weight * float(np.sum((u - centre) ** 2))
 
     best = UNFIT
     while evaluations < max_evaluations:  # restart from the result until it stops improving

@@ -10,6 +10,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from inferno.errors import ConfigError, Problem
 from inferno.queueing import Workload
+from inferno.spec import SystemSpec
+from inferno.state import Snapshot
 
 Key = tuple[str, str]
 """(model, accelerator): the unit one filter is kept for."""
@@ -101,3 +103,42 @@ class Observation:
 
 
 _OBSERVATION = TypeAdapter(Observation)
+
+QUEUE_PER_BATCH = 10
+"""Without a server's maxQueueSize the queue bound is 10 N, as the optimizer sizes it."""
+
+
+def observations_from_snapshot(snapshot: Snapshot, spec: SystemSpec) -> list[Observation]:
+    """One observation per pod of every variant in ``snapshot``, at the queue bound the optimizer uses.
+
+    A metric that was not observed becomes NaN and an unknown ``--max-num-seqs`` becomes 0, so that the
+    tuner skips and counts the observation with the reason instead of guessing a value.
+    """
+    queues = {s.name: s.max_queue_size for s in spec.server_data.servers}
+
+    def number(value: float | None) -> float:
+        return math.nan if value is None else value
+
+    observations = []
+    for server in snapshot.servers:
+        for variant in server.variants:
+            batch = variant.max_num_seqs or 0
+            queue = queues.get(server.name, 0) or QUEUE_PER_BATCH * batch
+            for pod in variant.pods:
+                m = pod.metrics
+                observations.append(
+                    Observation(
+                        model=server.model,
+                        accelerator=variant.accelerator,
+                        rate_rps=number(m.arrival_rps),
+                        in_tokens=number(m.in_tokens),
+                        out_tokens=number(m.out_tokens),
+                        max_batch=batch,
+                        max_queue=queue,
+                        ttft_ms=number(m.ttft_ms),
+                        itl_ms=number(m.itl_ms),
+                        replica=f"{pod.namespace}/{pod.pod}",
+                        timestamp=snapshot.taken_at,
+                    )
+                )
+    return observations

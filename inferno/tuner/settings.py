@@ -1,11 +1,11 @@
 """The tuner's settings: noise levels, gates, bounds and the initial fit (design section 6).
 
 Two defaults differ from the design's figures, on measurements (docs/tuner.md): the process noise is
-0.002 rather than 0.1 (a 10% random walk per cycle leaves estimates jittering so much that predictions
-near the queueing knee are off by 20-30%; steps of the truth are caught by the NIS streak and a refit
+0.002 rather than 0.1 (a 10% random walk per cycle leaves the estimates so restless that predictions
+are 7-15% off at worst instead of 3-6%; a change of the truth is caught by the NIS streak and a refit
 instead), and R is relative to each observation rather than to fixed expected latencies of 1000 and
-100 ms (which made the filter deaf to replicas whose latencies are ten times smaller). Both design
-values remain settable.
+100 ms (which made the filter deaf to replicas with latencies ten times smaller, so a slower version
+was never tracked). Both design values remain settable.
 """
 
 from __future__ import annotations
@@ -57,7 +57,18 @@ class TunerSettings(BaseModel):
     max_condition: float = Field(
         1000.0, gt=1, description="Condition number of the log-parameter Jacobian above which data are ill-conditioned."
     )
+    hold_condition: float = Field(
+        1e5,
+        gt=1,
+        description="A running filter is held while its window's condition number exceeds this (one operating point "
+        "gives 1e16); between max_condition and this, its covariance keeps weakly determined parameters in place.",
+    )
+    shift_nis: float = Field(
+        4.605,
+        gt=0,
+        description="A cycle whose median NIS reaches this (chi-square, 2 dof, 90%) disagrees with the estimate.",
+    )
     refit_after: int = Field(
-        3, ge=1, description="Consecutive cycles with most updates rejected by the NIS gate that trigger a refit."
+        3, ge=1, description="Consecutive disagreeing cycles after which the parameters are refitted on them."
     )
     fit_max_evaluations: int = Field(600, ge=10, description="Objective evaluations of one Nelder-Mead run.")

@@ -2,14 +2,19 @@
 
 Life of a key. *Collecting*: valid observations are gathered until there are enough for a Nelder-Mead
 fit; a fit is adopted when the data identify every parameter (condition number of the log-parameter
-Jacobian at most the limit) and it explains them (rms relative error at most the error level);
-otherwise the configured parameters stay in force. *Warm-up*: the filter starts at the fit and runs
-``warmup_cycles`` cycles without the NIS gate. *Tracking*: every cycle is one random-walk prediction
-and one measurement update per observation, with the gates on. When the recent observations stop
-identifying the parameters (e.g. every replica at one operating point for a long time), the filter is
-held: no update, the estimate is kept. When most updates are rejected as outliers for
-``refit_after`` cycles in a row, the truth has moved: the parameters are refitted on the rejected
-observations and the filter restarts there.
+Jacobian at most ``max_condition``) and it explains them (rms relative error at most the error level);
+until then the configured parameters stay in force. *Warm-up*: the filter starts at the fit, with the
+fit's own covariance, and runs ``warmup_cycles`` cycles without the NIS gate. *Tracking*: every cycle
+is one random-walk prediction and one measurement update per observation, with the gates on.
+
+Three guards keep it sane. When the recent observations become rank-deficient (every replica at one
+operating point for a long time: condition number above ``hold_condition``) the filter is held: no
+update, the estimate is kept. When the accepted updates of a cycle have a mean NIS above 2, the
+innovations are larger than the filter expects and P is inflated (at most ``fading_limit`` times).
+When the median NIS of ``refit_after`` cycles in a row reaches ``shift_nis``, the truth has moved (a new
+vLLM version): the parameters are refitted on those cycles' observations, starting from and pulled
+towards the running estimate, and the filter restarts there. A burst of outliers shorter than that is
+rejected by the NIS gate and forgotten.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from inferno.errors import ConfigError, ModelError
 from inferno.logs import get_logger
 from inferno.queueing import DEFAULT_QUEUE_MODEL, QueueModel, make_queue_model, params_from_perf
 from inferno.spec import DEFAULT_MAX_BATCHED_TOKENS, SystemSpec
-from inferno.tuner.ekf import NIS_GATE, ParamFilter, Step
+from inferno.tuner.ekf import ParamFilter, Step
 from inferno.tuner.fit import Fit, Vector, condition_number, elasticities, fit, param_names
 from inferno.tuner.observation import Key, Observation, key_name
 from inferno.tuner.settings import TunerSettings
@@ -202,11 +207,11 @@ class _Entry:
     window: deque[_Seen] = field(default_factory=deque)
     """The latest valid observations (at most fit_window): fits and the identifiability check use them."""
     last_fit: Vector | None = None
-    """Parameters of the latest fit, adopted or not: the warm start of the next one."""
+    """Parameters of the latest fit, adopted or not: where the next attempt checks for rank deficiency."""
     streak: int = 0
-    """Consecutive cycles with at least half of the updates rejected by the NIS gate."""
-    outliers: list[Observation] = field(default_factory=list)
-    """The observations rejected during the streak."""
+    """Consecutive cycles whose median NIS reached ``shift_nis``: the observations disagree with the estimate."""
+    suspect: list[Observation] = field(default_factory=list)
+    """The observations of those cycles: what a refit is made on."""
     identifiable: bool | None = None
     condition: float | None = None
     counters: Counters = Counters()
@@ -278,10 +283,12 @@ class EKFTuner:
             return [Outcome(o.replica, "collected") for o in observations], self._initialise(entry)
         filt = entry.filter
         self._fill_rows(entry, seen, filt.x)
-        rows = [s.rows for s in entry.window if s.rows is not None]
-        entry.condition = condition_number(np.vstack(rows)) if rows else math.inf
+        entry.condition = self._window_condition(entry)
+        if entry.condition > self.settings.max_condition:  # the rows may be stale: judge at the estimate
+            self._fill_rows(entry, entry.window, filt.x)
+            entry.condition = self._window_condition(entry)
         entry.identifiable = entry.condition <= self.settings.max_condition
-        if not entry.identifiable:
+        if entry.condition > self.settings.hold_condition:
             reason = f"held: the recent observations do not identify the parameters (condition {entry.condition:.3g})"
             return [Outcome(o.replica, "held", reason=reason) for o in observations], [reason]
         filt.predict()
@@ -298,12 +305,12 @@ class EKFTuner:
         if consistent and (mean := float(np.mean(consistent))) > DIM_Z:
             filt.inflate(min(mean / DIM_Z, self.settings.fading_limit))
             notes.append(f"covariance inflated: mean NIS {mean:.3g} > {DIM_Z}")
-        outliers = [o for o, s in zip(observations, steps, strict=True) if s.gate == NIS_GATE]
-        if 2 * len(outliers) >= len(observations):
+        all_nis = [s.nis for s in steps if s.nis is not None]
+        if all_nis and float(np.median(all_nis)) >= self.settings.shift_nis:
             entry.streak += 1
-            entry.outliers.extend(outliers)
+            entry.suspect.extend(observations)
         else:
-            entry.streak, entry.outliers = 0, []
+            entry.streak, entry.suspect = 0, []
         if entry.streak >= self.settings.refit_after:
             notes += self._refit(entry)
         return outcomes, notes
@@ -314,13 +321,13 @@ class EKFTuner:
         observations = [s.obs for s in entry.window]
         if len(observations) < needed:
             return [f"collecting: {len(observations)} of {needed} observations for the first fit"]
-        if entry.last_fit is not None:  # an earlier fit failed: refit only once the data can identify
-            entry.condition = self._condition(entry, entry.last_fit, observations)
-            entry.identifiable = entry.condition <= self.settings.max_condition
-            if not entry.identifiable:
+        if entry.last_fit is not None:  # an earlier fit failed: skip the fit while the data are rank-deficient
+            condition = self._condition(entry, entry.last_fit, observations)
+            if condition > self.settings.hold_condition:
+                entry.condition, entry.identifiable = condition, False
                 return [self._unidentified(entry)]
-        start = entry.last_fit if entry.last_fit is not None else self._seed_vector(entry)
-        result = self._fit(entry, observations, start)
+        result = self._fit(entry, observations, self._seed_vector(entry))
+        entry.condition, entry.identifiable = result.condition, result.identifiable
         if not result.identifiable:
             return [self._unidentified(entry)]
         if result.rms > self.settings.error_level:
@@ -329,20 +336,24 @@ class EKFTuner:
         return [f"fitted on {len(observations)} observations: rms relative error {result.rms:.1%}"]
 
     def _refit(self, entry: _Entry) -> list[str]:
-        """Refit on the observations the NIS gate rejected during the streak; restart the filter when adopted."""
+        """Refit on the observations of the streak; restart the filter there when the fit explains them.
+
+        The fit starts at the running estimate and is pulled towards it, so what the new observations do
+        not determine stays as it was: identifiability is not asked of a refit, only that it fits.
+        """
         assert entry.filter is not None
-        outliers = entry.outliers[-self.settings.fit_window :]
+        suspect = entry.suspect[-self.settings.fit_window :]
         cycles = entry.streak
-        result = self._fit(entry, outliers, entry.filter.x)
-        if not result.identifiable or result.rms > self.settings.error_level:
+        result = self._fit(entry, suspect, entry.filter.x)
+        if result.rms > self.settings.error_level:
             return [
-                f"refit after {cycles} cycles of rejected updates not adopted "
-                f"(condition {result.condition:.3g}, rms {result.rms:.1%}); estimates kept"
+                f"refit after {cycles} disagreeing cycles not adopted: rms relative error {result.rms:.1%} "
+                f"> {self.settings.error_level:.0%}; estimates kept"
             ]
         entry.window.clear()
-        entry.window.extend(_Seen(o) for o in outliers)
+        entry.window.extend(_Seen(o) for o in suspect)
         self._start(entry, result)
-        return [f"refitted after {cycles} cycles of rejected updates: rms relative error {result.rms:.1%}"]
+        return [f"refitted after {cycles} disagreeing cycles: rms relative error {result.rms:.1%}"]
 
     def _fit(self, entry: _Entry, observations: Sequence[Observation], start: Vector | None) -> Fit:
         s = self.settings
@@ -355,7 +366,6 @@ class EKFTuner:
             step=s.jacobian_step,
         )
         entry.last_fit = result.x
-        entry.condition, entry.identifiable = result.condition, result.identifiable
         return result
 
     def _start(self, entry: _Entry, result: Fit) -> None:
@@ -363,7 +373,7 @@ class EKFTuner:
         entry.filter = ParamFilter.start(entry.model, result, self.settings)
         entry.warmup_left = self.settings.warmup_cycles
         entry.phase = "warmup" if entry.warmup_left else "tracking"
-        entry.streak, entry.outliers = 0, []
+        entry.streak, entry.suspect = 0, []
         entry.count(fits=1)
         self._fill_rows(entry, entry.window, result.x)
 
@@ -383,6 +393,11 @@ class EKFTuner:
                 item.rows = elasticities(entry.model, x, [item.obs], self.settings.jacobian_step)
             except ModelError:
                 item.rows = None
+
+    def _window_condition(self, entry: _Entry) -> float:
+        """Condition number of the window's Jacobian rows as they were computed."""
+        rows = [s.rows for s in entry.window if s.rows is not None]
+        return condition_number(np.vstack(rows)) if rows else math.inf
 
     def _condition(self, entry: _Entry, x: Vector, observations: Sequence[Observation]) -> float:
         try:
@@ -448,7 +463,7 @@ class EKFTuner:
                     "filter": e.filter.to_dict() if e.filter is not None else None,
                     "last_fit": e.last_fit.tolist() if e.last_fit is not None else None,
                     "streak": e.streak,
-                    "outliers": [o.to_dict() for o in e.outliers],
+                    "suspect": [o.to_dict() for o in e.suspect],
                     "window": [s.obs.to_dict() for s in e.window],
                     "identifiable": e.identifiable,
                     "condition": _json_float(e.condition),
@@ -484,7 +499,7 @@ class EKFTuner:
             entry.filter = ParamFilter.from_dict(entry.model, data["filter"], self.settings)
         entry.last_fit = np.array(data["last_fit"], dtype=np.float64) if data["last_fit"] is not None else None
         entry.streak = int(data["streak"])
-        entry.outliers = [Observation.from_dict(o, "tuner state") for o in data["outliers"]]
+        entry.suspect = [Observation.from_dict(o, "tuner state") for o in data["suspect"]]
         entry.window.extend(_Seen(Observation.from_dict(o, "tuner state")) for o in data["window"])
         if entry.filter is not None:
             self._fill_rows(entry, entry.window, entry.filter.x)
