@@ -17,7 +17,7 @@ from rich.table import Table
 from inferno import __version__
 from inferno.actuator import Actuator, DryRunActuator, KubeActuator, read_actions
 from inferno.collector import Collector
-from inferno.config import load_settings
+from inferno.config import Settings, load_settings
 from inferno.controller import Controller, CycleRecord, serve
 from inferno.errors import ConfigError, InfernoError, Problem
 from inferno.k8s import LeaderElector
@@ -26,11 +26,11 @@ from inferno.logs import configure
 from inferno.optimizer import SOLVERS, OptimizerOptions, make_solver, optimize, to_solution
 from inferno.prometheus import connect as connect_prometheus
 from inferno.queueing import DEFAULT_QUEUE_MODEL, QUEUE_MODELS, Targets, Workload, choose_batch, make_queue_model, size
-from inferno.spec import SCHEMAS, SaturationPolicy
+from inferno.spec import SCHEMAS, SaturationPolicy, SystemSpec
 from inferno.state import Actuation, Plan, Snapshot
 from inferno.system import LoadedSystem, load_system
 from inferno.telemetry import HealthServer, Telemetry
-from inferno.tuner import read_observations, replay
+from inferno.tuner import EKFTuner, JsonFileStore, read_observations, replay, seeds_from_spec
 
 app = typer.Typer(
     name="inferno",
@@ -412,6 +412,8 @@ def run(
                 gpu_products=settings.gpu_products,
                 decision_log=log_file,
                 leader=elector.try_lead if elector else None,
+                tuner=_tuner(settings, spec),
+                tuner_store=JsonFileStore(settings.tuner_state) if settings.tuner_state else None,
             )
             if settings.metrics_port and not once:
                 health = HealthServer(telemetry, ready=lambda: controller.last is not None, port=settings.metrics_port)
@@ -424,6 +426,14 @@ def run(
         _print_cycle(record)
         if record.outcome in ("failed", "skipped"):
             raise typer.Exit(1)
+
+
+def _tuner(settings: Settings, spec: SystemSpec) -> EKFTuner | None:
+    """The online tuner of ``settings``, seeded from the system and resumed from its state file."""
+    if not settings.tune:
+        return None
+    state = JsonFileStore(settings.tuner_state).load() if settings.tuner_state else None
+    return EKFTuner(settings.queue_model, seeds=seeds_from_spec(spec, settings.queue_model), state=state)
 
 
 def _print_cycle(record: CycleRecord) -> None:

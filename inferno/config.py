@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     heterogeneous: bool | None = Field(None, description="Mix accelerators per server; none = the system's setting.")
     milp_time_limit: float = Field(10.0, gt=0, description="MILP time limit (s); greedy answers when it runs out.")
     milp_gap: float = Field(1e-3, ge=0, description="MILP relative optimality gap.")
+    tune: bool = Field(True, description="Tune the queue-model parameters online from what the servers report.")
+    tuner_state: Path | None = Field(None, description="JSON file that keeps the tuner state across restarts.")
     leader_elect: bool = Field(False, description="Lead through a Lease, so only one of several replicas acts.")
     leader_namespace: str = Field("inferno-system", description="Namespace of the leader Lease.")
     leader_lease: str = Field("inferno-leader", description="Name of the leader Lease.")

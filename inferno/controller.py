@@ -30,10 +30,11 @@ from inferno.optimizer import OptimizerOptions, optimize
 from inferno.spec import SystemSpec
 from inferno.state import Action, ActionResult, Plan, Snapshot
 from inferno.telemetry import Telemetry
+from inferno.tuner import Tuner, TunerStore, merge_estimates, observations_from_snapshot
 
 log = get_logger(__name__)
 
-TUNER_PASS_THROUGH = "pass-through: the online tuner is not wired in yet; configured parameters are used"
+TUNER_OFF = "off: online tuning is disabled; configured parameters are used"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class CycleRecord:
     actions: tuple[Action, ...] = ()
     adjustments: tuple[Adjustment, ...] = ()
     results: tuple[ActionResult, ...] = ()
-    tuner: str = TUNER_PASS_THROUGH
+    tuner: Any = TUNER_OFF
+    """The tuner's report of this cycle (configured vs tuned parameters, NIS of each update)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (one line of the decision log)."""
@@ -93,6 +95,8 @@ class Controller:
         gpu_products: dict[str, str] | None = None,
         decision_log: TextIO | None = None,
         leader: Callable[[], bool] | None = None,
+        tuner: Tuner | None = None,
+        tuner_store: TunerStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.system = system
@@ -104,6 +108,8 @@ class Controller:
         self.gpu_products = gpu_products or {}
         self.decision_log = decision_log
         self.leader = leader
+        self.tuner = tuner
+        self.tuner_store = tuner_store
         self.clock = clock
         self.memory = LimitsMemory()
         self.last: CycleRecord | None = None
@@ -135,10 +141,12 @@ class Controller:
                 observed = observe_system(self.system, snapshot, self.gpu_products)
         except CollectError as exc:
             return CycleRecord(cycle_id, started, "skipped", f"collect: {exc}", stage_ms)
+        with timer("tune"):
+            spec, tuned = self._tune(snapshot, observed.spec)
         try:
             with timer("optimize"):
                 variants = {s.name: {v.accelerator for v in s.variants} for s in snapshot.servers}
-                plan = optimize(observed.spec, self.options, allowed=variants)
+                plan = optimize(spec, self.options, allowed=variants)
         except InfernoError as exc:
             return CycleRecord(
                 cycle_id, started, "failed", f"optimize: {exc}", stage_ms, len(snapshot.servers), observed.flagged
@@ -149,7 +157,17 @@ class Controller:
                 wished, snapshot, plan, observed.spec, self.memory, self.limits, self.clock()
             )
         base = CycleRecord(
-            cycle_id, started, "ok", "", stage_ms, len(snapshot.servers), observed.flagged, plan, actions, adjustments
+            cycle_id,
+            started,
+            "ok",
+            "",
+            stage_ms,
+            len(snapshot.servers),
+            observed.flagged,
+            plan,
+            actions,
+            adjustments,
+            tuner=tuned,
         )
         self._export(plan, snapshot)
         if not actions:
@@ -162,6 +180,26 @@ class Controller:
         except InfernoError as exc:
             return replace(base, outcome="failed", reason=f"actuate: {exc}")
         return replace(base, results=actuation.results)
+
+    def _tune(self, snapshot: Snapshot, spec: SystemSpec) -> tuple[SystemSpec, Any]:
+        """Feed the tuner this cycle's per-replica observations; the spec with the tuned parameters.
+
+        A tuner failure never blocks the cycle: the configured parameters are used and the record says why.
+        """
+        if self.tuner is None:
+            return spec, TUNER_OFF
+        try:
+            report = self.tuner.update(observations_from_snapshot(snapshot, spec))
+            merged = merge_estimates(spec, self.tuner.estimates(), self.options.queue_model)
+            if self.tuner_store is not None:
+                self.tuner_store.save(self.tuner.state())
+        except InfernoError as exc:
+            log.warning("tuner_failed", reason=str(exc))
+            return spec, f"failed, configured parameters used: {exc}"
+        for key, params in self.tuner.estimates().items():
+            for name, value in params.items():
+                self.telemetry.tuner_parameter.labels(key[0], key[1], name).set(value)
+        return merged, report.to_dict()
 
     def _export(self, plan: Plan, snapshot: Snapshot) -> None:
         t = self.telemetry

@@ -21,6 +21,7 @@ from inferno.optimizer import OptimizerOptions
 from inferno.prometheus import connect
 from inferno.system import load_system
 from inferno.telemetry import HealthServer, Telemetry
+from inferno.tuner import EKFTuner, JsonFileStore, key_name, seeds_from_spec
 from tests.conftest import SAMPLES
 from tests.support.kube import Emulator, deployment
 from tests.support.prometheus import PrometheusServer
@@ -184,3 +185,24 @@ def test_serve_stops_cleanly_on_sigterm_and_metrics_are_served(emulator: Emulato
     finally:
         health.stop()
     assert emulator.writes() == []
+
+
+def test_tuner_is_fed_each_cycle_and_its_state_persists(
+    emulator: Emulator, fleet: PrometheusServer, tmp_path: Path
+) -> None:
+    """Emulator: kmock. The cycle feeds the tuner the pods' observations and saves its state for a restart."""
+    emulator.add(*_deployments())
+    store = JsonFileStore(tmp_path / "tuner.json")
+    controller = _controller(emulator, fleet.url, dry_run=True)
+    controller.tuner = EKFTuner("iteration", seeds=seeds_from_spec(SPEC, "iteration"))
+    controller.tuner_store = store
+    record = controller.cycle()
+    assert record.outcome in ("ok", "idle"), record.reason
+    assert isinstance(record.tuner, dict)
+    keys = {k["key"]: k for k in record.tuner["keys"]}
+    assert key_name(("llama-3.1-8b", "H100")) in keys
+    assert keys[key_name(("llama-3.1-8b", "H100"))]["configured"]["alpha"] > 0
+    state = store.load()
+    assert state is not None and state["version"] == 1
+    resumed = EKFTuner("iteration", seeds=seeds_from_spec(SPEC, "iteration"), state=state)
+    assert resumed.state() == controller.tuner.state()
