@@ -65,8 +65,6 @@ def synthetic(n_servers: int, *, limited: bool, seed: int = 7) -> OptimizationPr
                     64,
                     640,
                     replicas,
-                    0,
-                    0,
                     1.1 * cost * replicas,
                 )
             )

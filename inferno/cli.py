@@ -396,6 +396,7 @@ def run(
             if settings.leader_elect
             else None
         )
+        store = JsonFileStore(settings.tuner_state) if settings.tuner_state else None
         with contextlib.ExitStack() as stack:
             log_file = (
                 stack.enter_context(settings.decision_log.open("a", encoding="utf-8"))
@@ -412,8 +413,8 @@ def run(
                 gpu_products=settings.gpu_products,
                 decision_log=log_file,
                 leader=elector.try_lead if elector else None,
-                tuner=_tuner(settings, spec),
-                tuner_store=JsonFileStore(settings.tuner_state) if settings.tuner_state else None,
+                tuner=_tuner(settings, spec, store),
+                tuner_store=store,
             )
             if settings.metrics_port and not once:
                 health = HealthServer(telemetry, ready=lambda: controller.last is not None, port=settings.metrics_port)
@@ -428,11 +429,11 @@ def run(
             raise typer.Exit(1)
 
 
-def _tuner(settings: Settings, spec: SystemSpec) -> EKFTuner | None:
-    """The online tuner of ``settings``, seeded from the system and resumed from its state file."""
+def _tuner(settings: Settings, spec: SystemSpec, store: JsonFileStore | None) -> EKFTuner | None:
+    """The online tuner of ``settings``, seeded from the system and resumed from ``store``."""
     if not settings.tune:
         return None
-    state = JsonFileStore(settings.tuner_state).load() if settings.tuner_state else None
+    state = store.load() if store else None
     return EKFTuner(settings.queue_model, seeds=seeds_from_spec(spec, settings.queue_model), state=state)
 
 

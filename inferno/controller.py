@@ -12,9 +12,11 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TextIO
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -134,7 +136,7 @@ class Controller:
         if self.leader is not None and not self.leader():
             return CycleRecord(cycle_id, started, "standby", "another replica holds the leader Lease")
         stage_ms: dict[str, float] = {}
-        timer = _StageTimer(stage_ms, self.telemetry)
+        timer = partial(self._stage, stage_ms=stage_ms)
         try:
             with timer("collect"):
                 snapshot = self.collector.collect()
@@ -180,6 +182,17 @@ class Controller:
         except InfernoError as exc:
             return replace(base, outcome="failed", reason=f"actuate: {exc}")
         return replace(base, results=actuation.results)
+
+    @contextmanager
+    def _stage(self, stage: str, stage_ms: dict[str, float]) -> Iterator[None]:
+        """Time a stage into ``stage_ms`` and the stage histogram (also when it fails)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            stage_ms[stage] = seconds * 1000
+            self.telemetry.stage_seconds.labels(stage).observe(seconds)
 
     def _tune(self, snapshot: Snapshot, spec: SystemSpec) -> tuple[SystemSpec, Any]:
         """Feed the tuner this cycle's per-replica observations; the spec with the tuned parameters.
@@ -250,32 +263,6 @@ class Controller:
         if self.decision_log is not None:
             self.decision_log.write(json.dumps(record.to_dict()) + "\n")
             self.decision_log.flush()
-
-
-class _StageTimer:
-    """Context manager factory timing stages into ``stage_ms`` and the stage histogram."""
-
-    def __init__(self, stage_ms: dict[str, float], telemetry: Telemetry) -> None:
-        self.stage_ms = stage_ms
-        self.telemetry = telemetry
-
-    def __call__(self, stage: str) -> _Stage:
-        return _Stage(self, stage)
-
-
-class _Stage:
-    def __init__(self, timer: _StageTimer, stage: str) -> None:
-        self.timer = timer
-        self.stage = stage
-        self.start = 0.0
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        seconds = time.perf_counter() - self.start
-        self.timer.stage_ms[self.stage] = seconds * 1000
-        self.timer.telemetry.stage_seconds.labels(self.stage).observe(seconds)
 
 
 def serve(controller: Controller, period_s: float, *, once: bool = False) -> CycleRecord | None:

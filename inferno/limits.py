@@ -47,13 +47,6 @@ class LimitsMemory:
     seqs_changed_at: dict[VariantKey, float] = field(default_factory=dict)
     """When --max-num-seqs of a variant was last changed."""
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready state (persisted with the tuner state)."""
-        return {
-            "recommendations": {f"{k[0]}/{k[1]}": v for k, v in self.recommendations.items()},
-            "seqs_changed_at": {f"{k[0]}/{k[1]}": v for k, v in self.seqs_changed_at.items()},
-        }
-
 
 def apply_limits(
     actions: tuple[Action, ...],

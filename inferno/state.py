@@ -34,9 +34,6 @@ class Candidate:
     max_queue: int
     replicas: int
     """Replicas needed for the whole demand (at least minNumReplicas, at most maxNumReplicas)."""
-    ttft_ms: float
-    itl_ms: float
-    """Expected mean latencies at ``replicas`` replicas."""
     value: float
     """Transition value: the reference's ranking of candidates (lower is better)."""
 

@@ -52,6 +52,19 @@ REFERENCE_FILES: dict[str, tuple[str, type[Spec]]] = {
 
 M = TypeVar("M", bound=BaseModel)
 
+LIST_KEYS = {
+    "acceleratorData": "accelerators",
+    "capacityData": "count",
+    "modelData": "models",
+    "serviceClassData": "serviceClasses",
+    "serverData": "servers",
+    "optimizerData": "optimizer",
+}
+"""Section of SystemSpec -> the key of its content inside the section (e.g. serverData -> servers)."""
+
+FLAT_KEYS = {**LIST_KEYS, "capacityData": "capacity"}
+"""Section of SystemSpec -> its key in inferno's flat document."""
+
 OPTIONAL_FILES = frozenset({"optimizer-data.json"})
 SYSTEM_FILE = "system-data.json"
 
@@ -211,7 +224,7 @@ def _load_directory(path: Path) -> tuple[LoadedSystem, list[Problem]]:
     for section, (name, model) in REFERENCE_FILES.items():
         file = path / name
         where = Where(str(file))
-        sources[section] = Where(str(file), _list_key(section))
+        sources[section] = Where(str(file), LIST_KEYS[section])
         if name not in present:
             if name not in OPTIONAL_FILES:
                 problems.append(Problem(str(file), "", "missing (a reference system directory needs this file)"))
@@ -233,13 +246,13 @@ def _load_file(path: Path) -> tuple[LoadedSystem, list[Problem]]:
     if isinstance(data, dict) and any(isinstance(k, str) and k.lower() == "system" for k in data):
         doc = _validate(SystemDocument, data, Where(str(path)), problems)
         spec = doc.system if doc is not None else SystemSpec()
-        sources = {s: Where(str(path), f"system.{s}.{_list_key(s)}") for s in REFERENCE_FILES}
+        sources = {s: Where(str(path), f"system.{s}.{LIST_KEYS[s]}") for s in REFERENCE_FILES}
     else:
         if not isinstance(data, dict):
             raise ConfigError([Problem(str(path), "", "expected a mapping of system sections at the top level")])
         config = _validate(SystemConfig, data, Where(str(path)), problems)
         spec = config.to_system() if config is not None else SystemSpec()
-        sources = {s: Where(str(path), _flat_key(s)) for s in REFERENCE_FILES}
+        sources = {s: Where(str(path), FLAT_KEYS[s]) for s in REFERENCE_FILES}
     return _loaded(spec, sources, problems), problems
 
 
@@ -256,30 +269,6 @@ def _loaded(spec: SystemSpec, sources: dict[str, Where], problems: list[Problem]
     return LoadedSystem(spec, sources, incomplete)
 
 
-def _list_key(section: str) -> str:
-    """Key of the list inside a reference section, e.g. serverData -> servers."""
-    return {
-        "acceleratorData": "accelerators",
-        "capacityData": "count",
-        "modelData": "models",
-        "serviceClassData": "serviceClasses",
-        "serverData": "servers",
-        "optimizerData": "optimizer",
-    }[section]
-
-
-def _flat_key(section: str) -> str:
-    """Key of a reference section in inferno's flat document."""
-    return {
-        "acceleratorData": "accelerators",
-        "capacityData": "capacity",
-        "modelData": "models",
-        "serviceClassData": "serviceClasses",
-        "serverData": "servers",
-        "optimizerData": "optimizer",
-    }[section]
-
-
 def _duplicates(names: Iterable[str]) -> set[str]:
     return {name for name, n in Counter(names).items() if n > 1}
 
@@ -290,7 +279,7 @@ def check_system(loaded: LoadedSystem) -> list[Problem]:
     problems: list[Problem] = []
 
     def report(section: str, location: str, message: str) -> None:
-        where = loaded.sources.get(section, Where("<memory>", _list_key(section)))
+        where = loaded.sources.get(section, Where("<memory>", LIST_KEYS[section]))
         problems.append(Problem(where.file, where.at(location), message))
 
     def dangling(section: str, name: str, known: set[str]) -> bool:

@@ -12,8 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STAGES = ("collect", "tune", "optimize", "limits", "actuate")
-
 
 class Telemetry:
     """The daemon's metrics, all in one registry."""

@@ -27,9 +27,7 @@ def server(
         replicas = max(math.ceil(demand / rate), min_r) if demand > 0 else min_r
         if max_r:
             replicas = min(replicas, max_r)
-        cands.append(
-            Candidate(name, acc, acc_type, cards, cost, rate, 32, 320, replicas, 0.0, 0.0, 1.1 * cost * replicas)
-        )
+        cands.append(Candidate(name, acc, acc_type, cards, cost, rate, 32, 320, replicas, 1.1 * cost * replicas))
     cands.sort(key=lambda c: (c.value, c.cost, c.accelerator))
     return ServerDemand(name, "m", "c", priority, demand, min_r, max_r, "", 0, False, tuple(cands))
 

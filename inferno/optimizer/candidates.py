@@ -23,7 +23,7 @@ from inferno.queueing import (
     size,
 )
 from inferno.spec import AcceleratorSpec, ModelAcceleratorPerfData, ServerSpec, SystemSpec
-from inferno.state import Allocation, Candidate, OptimizationProblem, Plan, ServerDemand
+from inferno.state import Candidate, OptimizationProblem, Plan, ServerDemand
 
 SWITCH_FACTOR = 0.1
 """Share of old + new cost charged for moving a server to another accelerator (reference value)."""
@@ -61,9 +61,7 @@ class Performance:
             for v in alloc.variants:
                 ttft, itl = self.latency(name, v.accelerator, v.rate_rps / v.replicas if v.replicas else 0.0)
                 variants.append(replace(v, ttft_ms=ttft, itl_ms=itl))
-            allocations[name] = Allocation(
-                alloc.server, tuple(variants), alloc.demand_rps, alloc.unmet_rps, alloc.reason
-            )
+            allocations[name] = replace(alloc, variants=tuple(variants))
         return replace(plan, allocations=allocations)
 
 
@@ -200,10 +198,6 @@ def _candidate(
         value = new_cost - old_cost
     else:
         value = SWITCH_FACTOR * (old_cost + new_cost) + (new_cost - old_cost)
-    ttft, itl = (0.0, 0.0)
-    if replicas > 0 and demand > 0:
-        metrics = model.analyze(demand / replicas, workload, n, q)
-        ttft, itl = metrics.ttft_ms, metrics.itl_ms
     return Candidate(
         server=srv.name,
         accelerator=acc.name,
@@ -214,7 +208,5 @@ def _candidate(
         max_batch=n,
         max_queue=q,
         replicas=replicas,
-        ttft_ms=ttft,
-        itl_ms=itl,
         value=value,
     ), entry
