@@ -20,7 +20,7 @@ from inferno.collector import Collector
 from inferno.config import Settings, load_settings
 from inferno.controller import Controller, CycleRecord, serve
 from inferno.errors import ConfigError, InfernoError, Problem
-from inferno.k8s import LeaderElector
+from inferno.k8s import ConfigMapStore, Kube, LeaderElector
 from inferno.k8s import connect as connect_kube
 from inferno.logs import configure
 from inferno.optimizer import SOLVERS, OptimizerOptions, make_solver, optimize, to_solution
@@ -30,7 +30,7 @@ from inferno.spec import SCHEMAS, SaturationPolicy, SystemSpec
 from inferno.state import Actuation, Plan, Snapshot
 from inferno.system import LoadedSystem, load_system
 from inferno.telemetry import HealthServer, Telemetry
-from inferno.tuner import EKFTuner, JsonFileStore, read_observations, replay, seeds_from_spec
+from inferno.tuner import EKFTuner, JsonFileStore, TunerStore, read_observations, replay, seeds_from_spec
 
 app = typer.Typer(
     name="inferno",
@@ -396,7 +396,7 @@ def run(
             if settings.leader_elect
             else None
         )
-        store = JsonFileStore(settings.tuner_state) if settings.tuner_state else None
+        store = _tuner_store(settings, kube)
         with contextlib.ExitStack() as stack:
             log_file = (
                 stack.enter_context(settings.decision_log.open("a", encoding="utf-8"))
@@ -429,7 +429,15 @@ def run(
             raise typer.Exit(1)
 
 
-def _tuner(settings: Settings, spec: SystemSpec, store: JsonFileStore | None) -> EKFTuner | None:
+def _tuner_store(settings: Settings, kube: Kube) -> TunerStore | None:
+    """Where the tuner state persists: the ConfigMap of ``tuner_configmap``, else the file of ``tuner_state``."""
+    if settings.tuner_configmap:
+        namespace, name = settings.tuner_configmap.split("/", 1)
+        return ConfigMapStore(kube, namespace, name)
+    return JsonFileStore(settings.tuner_state) if settings.tuner_state else None
+
+
+def _tuner(settings: Settings, spec: SystemSpec, store: TunerStore | None) -> EKFTuner | None:
     """The online tuner of ``settings``, seeded from the system and resumed from ``store``."""
     if not settings.tune:
         return None

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     milp_gap: float = Field(1e-3, ge=0, description="MILP relative optimality gap.")
     tune: bool = Field(True, description="Tune the queue-model parameters online from what the servers report.")
     tuner_state: Path | None = Field(None, description="JSON file that keeps the tuner state across restarts.")
+    tuner_configmap: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="NAMESPACE/NAME of a ConfigMap keeping the tuner state in-cluster (instead of tuner_state).",
+    )
     leader_elect: bool = Field(False, description="Lead through a Lease, so only one of several replicas acts.")
     leader_namespace: str = Field("inferno-system", description="Namespace of the leader Lease.")
     leader_lease: str = Field("inferno-leader", description="Name of the leader Lease.")

@@ -32,7 +32,7 @@ from inferno.optimizer import OptimizerOptions, optimize
 from inferno.spec import SystemSpec
 from inferno.state import Action, ActionResult, Plan, Snapshot
 from inferno.telemetry import Telemetry
-from inferno.tuner import Tuner, TunerStore, merge_estimates, observations_from_snapshot
+from inferno.tuner import Observation, Tuner, TunerStore, merge_estimates, observations_from_snapshot
 
 log = get_logger(__name__)
 
@@ -58,6 +58,10 @@ class CycleRecord:
     results: tuple[ActionResult, ...] = ()
     tuner: Any = TUNER_OFF
     """The tuner's report of this cycle (configured vs tuned parameters, NIS of each update)."""
+    sequence: int = 0
+    """Number of the cycle since the daemon started (the ``cycle`` of its observations)."""
+    observations: tuple[Observation, ...] = ()
+    """The per-replica observations given to the tuner, replayable with ``inferno tune``."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (one line of the decision log)."""
@@ -79,6 +83,8 @@ class CycleRecord:
                 {"action": r.action.describe(), "outcome": r.outcome, "detail": r.detail} for r in self.results
             ],
             "tuner": self.tuner,
+            "cycle": self.sequence,
+            "observations": [{"cycle": self.sequence, **o.to_dict()} for o in self.observations],
         }
 
 
@@ -115,10 +121,12 @@ class Controller:
         self.clock = clock
         self.memory = LimitsMemory()
         self.last: CycleRecord | None = None
+        self.sequence = 0
 
     def cycle(self) -> CycleRecord:
         """Run one cycle; never raises for a failed cycle (the record says what happened)."""
         cycle_id = uuid.uuid4().hex[:12]
+        self.sequence += 1
         bind_cycle(cycle_id)
         try:
             record = self._cycle(cycle_id)
@@ -127,13 +135,16 @@ class Controller:
             record = CycleRecord(cycle_id, self.clock(), "failed", f"internal error: {exc!r}")
         finally:
             unbind_cycle()
+        record = replace(record, sequence=self.sequence)
         self._report(record)
         self.last = record
         return record
 
     def _cycle(self, cycle_id: str) -> CycleRecord:
         started = self.clock()
-        if self.leader is not None and not self.leader():
+        leading = self.leader is None or self.leader()
+        self.telemetry.leader.set(1 if leading else 0)
+        if not leading:
             return CycleRecord(cycle_id, started, "standby", "another replica holds the leader Lease")
         stage_ms: dict[str, float] = {}
         timer = partial(self._stage, stage_ms=stage_ms)
@@ -144,7 +155,7 @@ class Controller:
         except CollectError as exc:
             return CycleRecord(cycle_id, started, "skipped", f"collect: {exc}", stage_ms)
         with timer("tune"):
-            spec, tuned = self._tune(snapshot, observed.spec)
+            spec, tuned, observations = self._tune(snapshot, observed.spec)
         try:
             with timer("optimize"):
                 variants = {s.name: {v.accelerator for v in s.variants} for s in snapshot.servers}
@@ -170,8 +181,9 @@ class Controller:
             actions,
             adjustments,
             tuner=tuned,
+            observations=observations,
         )
-        self._export(plan, snapshot)
+        self._export(plan, snapshot, observed.spec)
         if not actions:
             return replace(base, outcome="idle", reason="the cluster already matches the plan")
         try:
@@ -194,28 +206,34 @@ class Controller:
             stage_ms[stage] = seconds * 1000
             self.telemetry.stage_seconds.labels(stage).observe(seconds)
 
-    def _tune(self, snapshot: Snapshot, spec: SystemSpec) -> tuple[SystemSpec, Any]:
+    def _tune(self, snapshot: Snapshot, spec: SystemSpec) -> tuple[SystemSpec, Any, tuple[Observation, ...]]:
         """Feed the tuner this cycle's per-replica observations; the spec with the tuned parameters.
 
         A tuner failure never blocks the cycle: the configured parameters are used and the record says why.
         """
         if self.tuner is None:
-            return spec, TUNER_OFF
+            return spec, TUNER_OFF, ()
+        observations: tuple[Observation, ...] = ()
         try:
-            report = self.tuner.update(observations_from_snapshot(snapshot, spec))
+            observations = tuple(observations_from_snapshot(snapshot, spec))
+            report = self.tuner.update(observations)
             merged = merge_estimates(spec, self.tuner.estimates(), self.options.queue_model)
             if self.tuner_store is not None:
                 self.tuner_store.save(self.tuner.state())
         except InfernoError as exc:
             log.warning("tuner_failed", reason=str(exc))
-            return spec, f"failed, configured parameters used: {exc}"
+            return spec, f"failed, configured parameters used: {exc}", observations
         for key, params in self.tuner.estimates().items():
             for name, value in params.items():
                 self.telemetry.tuner_parameter.labels(key[0], key[1], name).set(value)
-        return merged, report.to_dict()
+        for key_report in report.keys:
+            for outcome in key_report.outcomes:
+                self.telemetry.tuner_updates.labels(key_report.model, key_report.accelerator, outcome.status).inc()
+        return merged, report.to_dict(), observations
 
-    def _export(self, plan: Plan, snapshot: Snapshot) -> None:
+    def _export(self, plan: Plan, snapshot: Snapshot, spec: SystemSpec) -> None:
         t = self.telemetry
+        targets = _slo_targets(spec)
         t.total_cost.set(plan.total_cost)
         used = plan.cards_used()
         for acc_type, available in plan.capacity.items():
@@ -240,6 +258,8 @@ class Controller:
             for metric, value in (("ttft", server.metrics.ttft_ms), ("itl", server.metrics.itl_ms)):
                 if value is not None:
                     t.observed_latency.labels(server.name, metric).set(value)
+            for metric, target_ms in targets.get(server.name, {}).items():
+                t.slo_target.labels(server.name, metric).set(target_ms)
 
     def _report(self, record: CycleRecord) -> None:
         self.telemetry.cycles.labels(record.outcome).inc()
@@ -263,6 +283,19 @@ class Controller:
         if self.decision_log is not None:
             self.decision_log.write(json.dumps(record.to_dict()) + "\n")
             self.decision_log.flush()
+
+
+def _slo_targets(spec: SystemSpec) -> dict[str, dict[str, float]]:
+    """Server -> {'ttft': ms, 'itl': ms}: the mean-latency SLOs of its class for its model (unset ones left out)."""
+    classes = {c.name: c for c in spec.service_class_data.service_classes}
+    found: dict[str, dict[str, float]] = {}
+    for server in spec.server_data.servers:
+        service_class = classes.get(server.class_name)
+        targets = service_class.model_targets if service_class else ()
+        target = next((t for t in targets if t.model == server.model), None)
+        if target is not None:
+            found[server.name] = {k: v for k, v in (("ttft", target.slo_ttft), ("itl", target.slo_itl)) if v > 0}
+    return found
 
 
 def serve(controller: Controller, period_s: float, *, once: bool = False) -> CycleRecord | None:

@@ -310,6 +310,84 @@ class Kube:
             )
         )
 
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap ``namespace/name``, or None when there is none."""
+        try:
+            return dict(
+                self._call(f"read ConfigMap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace)
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_config_map(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a ConfigMap; KubeError 409 when it exists already."""
+        return dict(
+            self._call(f"create ConfigMap in {namespace}", self._core.create_namespaced_config_map, namespace, body)
+        )
+
+    def patch_config_map(self, namespace: str, name: str, ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON patch to a ConfigMap."""
+        return dict(
+            self._call(
+                f"patch ConfigMap {namespace}/{name}",
+                self._core.patch_namespaced_config_map,
+                name,
+                namespace,
+                list(ops),
+            )
+        )
+
+
+class ConfigMapStore:
+    """JSON state kept under one key of a ConfigMap (the tuner's state in-cluster; see ``TunerStore``).
+
+    The ConfigMap is created on the first save; other keys in it are left alone.
+    """
+
+    KEY = "tuner-state.json"
+
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+
+    def load(self) -> dict[str, Any] | None:
+        """The state under :attr:`KEY`; None when the ConfigMap or the key does not exist."""
+        where = f"ConfigMap {self.namespace}/{self.name}"
+        found = self.kube.read_config_map(self.namespace, self.name)
+        text = ((found or {}).get("data") or {}).get(self.KEY)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError([Problem(where, f"data.{self.KEY}", f"invalid JSON: {exc.msg}")]) from exc
+        if not isinstance(data, dict):
+            raise ConfigError([Problem(where, f"data.{self.KEY}", "expected a JSON object (the tuner state)")])
+        return data
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write the state under :attr:`KEY`, creating the ConfigMap when it does not exist yet."""
+        text = json.dumps(state, separators=(",", ":"))
+        found = self.kube.read_config_map(self.namespace, self.name)
+        if found is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "data": {self.KEY: text},
+            }
+            self.kube.create_config_map(self.namespace, body)
+            return
+        op: dict[str, Any] = (
+            {"op": "add", "path": f"/data/{self.KEY}", "value": text}
+            if found.get("data")
+            else {"op": "add", "path": "/data", "value": {self.KEY: text}}
+        )
+        self.kube.patch_config_map(self.namespace, self.name, [op])
+
 
 class LeaderElector:
     """Lease-based leader election (coordination.k8s.io/v1 Lease), renewed once per cycle.

@@ -21,7 +21,7 @@ from inferno.optimizer import OptimizerOptions
 from inferno.prometheus import connect
 from inferno.system import load_system
 from inferno.telemetry import HealthServer, Telemetry
-from inferno.tuner import EKFTuner, JsonFileStore, key_name, seeds_from_spec
+from inferno.tuner import EKFTuner, JsonFileStore, key_name, read_observations, replay, seeds_from_spec
 from tests.conftest import SAMPLES
 from tests.support.kube import Emulator, deployment
 from tests.support.prometheus import PrometheusServer
@@ -206,3 +206,19 @@ def test_tuner_is_fed_each_cycle_and_its_state_persists(
     assert state is not None and state["version"] == 1
     resumed = EKFTuner("iteration", seeds=seeds_from_spec(SPEC, "iteration"), state=state)
     assert resumed.state() == controller.tuner.state()
+
+
+def test_the_decision_log_replays_with_inferno_tune(emulator: Emulator, fleet: PrometheusServer) -> None:
+    """Emulator: kmock. Each decision-log line carries the cycle's observations; `read_observations` reads them back."""
+    emulator.add(*_deployments())
+    controller = _controller(emulator, fleet.url, dry_run=True)
+    controller.tuner = EKFTuner("iteration", seeds=seeds_from_spec(SPEC, "iteration"))
+    lines = [json.dumps(controller.cycle().to_dict()) for _ in range(2)]
+    rows = read_observations("\n".join(lines), "decisions.jsonl")
+    assert [cycle for cycle, _ in rows] == sorted(cycle for cycle, _ in rows)
+    assert {cycle for cycle, _ in rows} == {1, 2}
+    first = json.loads(lines[0])["observations"]
+    assert len(first) > 0 and len(rows) == len(first) + len(json.loads(lines[1])["observations"])
+    assert ("llama-3.1-8b", "H100") in {o.key for _, o in rows}
+    assert any(o.rate_rps > 0 and o.ttft_ms > 0 for _, o in rows)
+    assert key_name(("llama-3.1-8b", "H100")) in replay(rows)["estimates"]

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
 
 from inferno.config import Settings
 from inferno.errors import ConfigError
-from inferno.k8s import Deployment, KubeError, VllmContainer, connect, current_max_num_seqs, find_vllm_container
-from tests.support.kube import NODES, Emulator, deployment, node
+from inferno.k8s import (
+    ConfigMapStore,
+    Deployment,
+    KubeError,
+    VllmContainer,
+    connect,
+    current_max_num_seqs,
+    find_vllm_container,
+)
+from inferno.queueing import Workload, make_queue_model
+from inferno.tuner import EKFTuner, Observation, Seed
+from tests.support.kube import CONFIGMAPS, NODES, Emulator, deployment, node
 
 
 def _container(*args: str, command: tuple[str, ...] = ()) -> VllmContainer:
@@ -177,3 +189,59 @@ def test_connect_reports_a_bad_kubeconfig(tmp_path: Path) -> None:
     """A missing kubeconfig file or unknown context is a ConfigError naming the file."""
     with pytest.raises(ConfigError, match=f"{tmp_path / 'none'}: cannot connect to Kubernetes"):
         connect(Settings(kubeconfig=tmp_path / "none"))
+
+
+def test_configmap_store_creates_then_patches_and_keeps_other_keys(emulator: Emulator) -> None:
+    """Emulator: kmock. The first save creates the ConfigMap, later saves patch one key and leave the rest."""
+    store = ConfigMapStore(emulator.kube(), "inferno-system", "inferno-tuner")
+    assert store.load() is None
+    store.save({"version": 1, "keys": [{"key": "m/H100", "x": [1.0, 2.0]}]})
+    assert store.load() == {"version": 1, "keys": [{"key": "m/H100", "x": [1.0, 2.0]}]}
+    emulator.kube().patch_config_map(
+        "inferno-system", "inferno-tuner", [{"op": "add", "path": "/data/notes", "value": "kept"}]
+    )
+    store.save({"version": 1, "keys": []})
+    stored = emulator.get("inferno-system", "inferno-tuner", resource=CONFIGMAPS)
+    assert stored["data"]["notes"] == "kept"
+    assert json.loads(stored["data"][ConfigMapStore.KEY]) == {"version": 1, "keys": []}
+    assert [r.method for r in emulator.writes()] == ["POST", "PATCH", "PATCH"]
+
+
+def test_configmap_store_reports_a_corrupt_state_with_its_key(emulator: Emulator) -> None:
+    """Emulator: kmock. Unreadable state is a ConfigError naming the ConfigMap and key, not an empty tuner."""
+    emulator.add(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "tuner", "namespace": "ns"},
+            "data": {ConfigMapStore.KEY: "{not json"},
+        },
+        resource=CONFIGMAPS,
+    )
+    with pytest.raises(ConfigError, match=r"ConfigMap ns/tuner: data.tuner-state.json: invalid JSON"):
+        ConfigMapStore(emulator.kube(), "ns", "tuner").load()
+
+
+def test_tuner_resumes_from_a_configmap_without_a_new_warm_up(emulator: Emulator) -> None:
+    """Emulator: kmock. A tuner restored from the ConfigMap keeps its phase, estimates and update counts."""
+    truth = make_queue_model("iteration", {"alpha": 7.0, "beta": 0.06, "gamma": 4e-5})
+    key = ("llama-8b", "H100")
+    tuner = EKFTuner(seeds={key: Seed({"alpha": 6.0, "beta": 0.05, "gamma": 5e-5})})
+    for cycle in range(6):
+        observations = []
+        for i, (in_tokens, out_tokens, load) in enumerate(((256, 256, 0.2), (1024, 128, 0.5), (256, 256, 0.7))):
+            workload = Workload(in_tokens, out_tokens)
+            rate = load * truth.max_rate_rps(workload, 32, 320)
+            m = truth.analyze(rate, workload, 32, 320)
+            noise = 1 + 0.02 * math.sin(5 * cycle + i)
+            observations.append(
+                Observation(*key, rate, in_tokens, out_tokens, 32, 320, noise * m.ttft_ms, noise * m.itl_ms, f"p{i}")
+            )
+        tuner.update(observations)
+    assert tuner.entries[key].phase == "tracking"
+    store = ConfigMapStore(emulator.kube(), "inferno-system", "inferno-tuner")
+    store.save(tuner.state())
+    resumed = EKFTuner(seeds={key: Seed({"alpha": 6.0, "beta": 0.05, "gamma": 5e-5})}, state=store.load())
+    assert resumed.entries[key].phase == "tracking"
+    assert resumed.estimates() == tuner.estimates()
+    assert resumed.state() == tuner.state()

@@ -17,7 +17,8 @@ from inferno.tuner.tuner import EKFTuner, Seed
 def read_observations(text: str, source: str) -> list[tuple[int, Observation]]:
     """(cycle, observation) of every non-blank line; ConfigError naming the line of every malformed one.
 
-    A line is an observation's fields plus ``"cycle": int``. Well-formed but unusable values (NaN, a zero
+    A line is an observation's fields plus ``"cycle": int``, or a line of the daemon's decision log (its
+    ``observations``), so a production run replays as it ran. Well-formed but unusable values (NaN, a zero
     rate, a negative latency) are kept: the tuner skips and counts them.
     """
     rows: list[tuple[int, Observation]] = []
@@ -31,20 +32,31 @@ def read_observations(text: str, source: str) -> list[tuple[int, Observation]]:
         except json.JSONDecodeError as exc:
             problems.append(Problem(source, where, f"invalid JSON: {exc.msg}"))
             continue
-        if not isinstance(data, dict):
-            problems.append(Problem(source, where, "expected a JSON object"))
+        if isinstance(data, dict) and isinstance(data.get("observations"), list):  # a decision-log line
+            for index, entry in enumerate(data["observations"]):
+                rows += _row(entry, source, f"{where}: observations.{index}", problems)
             continue
-        cycle = data.pop("cycle", None)
-        if not isinstance(cycle, int) or isinstance(cycle, bool):
-            problems.append(Problem(source, f"{where}: cycle", f"expected an integer (got {cycle!r})"))
-            continue
-        try:
-            rows.append((cycle, Observation.from_dict(data)))
-        except ConfigError as exc:
-            problems += [Problem(source, f"{where}: {p.location}", p.message) for p in exc.problems]
+        rows += _row(data, source, where, problems)
     if problems:
         raise ConfigError(problems)
     return rows
+
+
+def _row(data: object, source: str, where: str, problems: list[Problem]) -> list[tuple[int, Observation]]:
+    """The (cycle, observation) of one observation object, or none with its problems added to ``problems``."""
+    if not isinstance(data, dict):
+        problems.append(Problem(source, where, "expected a JSON object"))
+        return []
+    data = dict(data)
+    cycle = data.pop("cycle", None)
+    if not isinstance(cycle, int) or isinstance(cycle, bool):
+        problems.append(Problem(source, f"{where}: cycle", f"expected an integer (got {cycle!r})"))
+        return []
+    try:
+        return [(cycle, Observation.from_dict(data))]
+    except ConfigError as exc:
+        problems += [Problem(source, f"{where}: {p.location}", p.message) for p in exc.problems]
+        return []
 
 
 def replay(

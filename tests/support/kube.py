@@ -23,6 +23,7 @@ DEPLOYMENTS = "apps/v1/deployments"
 EVENTS = "v1/events"
 NODES = "v1/nodes"
 LEASES = "coordination.k8s.io/v1/leases"
+CONFIGMAPS = "v1/configmaps"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -43,7 +44,7 @@ class Emulator:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
-            for resource in (DEPLOYMENTS, EVENTS, NODES, LEASES):
+            for resource in (DEPLOYMENTS, EVENTS, NODES, LEASES, CONFIGMAPS):
                 handler.resources[resource] = {}
             self.handler = handler
             self.url = str(server.url).rstrip("/")
