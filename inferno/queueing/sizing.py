@@ -48,15 +48,20 @@ def _max_rate_for(
         return 0.0, at_low, at_high
     if target >= at_high:
         return high, at_low, at_high
-    # Brent's method finds the crossing in a handful of evaluations where bisection needs ~20
-    root = brentq(
-        lambda rate: metric(rate) - target, low, high, xtol=REL_TOL * low, rtol=REL_TOL, maxiter=MAX_ITERATIONS
-    )
-    for _ in range(MAX_ITERATIONS):  # step back onto the side that meets the target
-        if metric(root) <= target or root <= low:
-            break
-        root = max(low, root * (1 - REL_TOL))
-    return float(root), at_low, at_high
+    # Brent's method finds the crossing in a handful of evaluations where bisection needs ~20. Its last
+    # bracket has an evaluated end on the side that meets the target, within the tolerance of the root:
+    # that end is the answer, so the result always meets the target without another evaluation.
+    best = low
+
+    def excess(rate: float) -> float:
+        nonlocal best
+        value = metric(rate) - target
+        if value <= 0 and rate > best:
+            best = rate
+        return value
+
+    brentq(excess, low, high, xtol=REL_TOL * low, rtol=REL_TOL, maxiter=MAX_ITERATIONS)
+    return float(best), at_low, at_high
 
 
 def size(model: QueueModel, workload: Workload, targets: Targets, max_batch: int, max_queue: int) -> Sizing:
@@ -106,8 +111,19 @@ def size(model: QueueModel, workload: Workload, targets: Targets, max_batch: int
 
 
 def _largest_within(values: Callable[[int], float], target: float, ceiling: int) -> int:
-    """The largest B in [1, ceiling] with values(B) <= target, or 1 when there is none."""
-    return max((b for b in range(1, ceiling + 1) if values(b) <= target), default=1)
+    """The largest B in [1, ceiling] with values(B) <= target, or 1 when there is none.
+
+    ``values`` does not decrease with B (ITL and prefill time grow with the batch), so a bisection of
+    log2(ceiling) evaluations finds it.
+    """
+    low, high = 1, ceiling  # invariant: the answer is in [low, high]
+    while low < high:
+        mid = (low + high + 1) // 2
+        if values(mid) <= target:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def choose_batch(
