@@ -76,6 +76,11 @@ class Telemetry:
             "inferno_tuner_updates", "Tuner updates by result.", ["model", "accelerator", "result"], registry=r
         )
         self.actions = Counter("inferno_actions", "Actions by kind and result.", ["kind", "result"], registry=r)
+        self.leader = Gauge(
+            "inferno_leader",
+            "1 while this replica acts (leads, or runs without leader election), 0 on standby.",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format."""
