@@ -27,6 +27,7 @@ from inferno.prometheus import connect
 from inferno.spec import ServerData, ServerSpec
 from inferno.system import load_system
 from inferno.telemetry import Telemetry
+from inferno.tuner import EKFTuner, seeds_from_spec
 from tests.support.kube import Emulator, deployment
 from tests.support.prometheus import PrometheusServer
 from tests.support.vllm_exporter import FakePod, FakeVllmFleet
@@ -49,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--servers", type=int, default=100)
     parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--no-tune", action="store_true", help="Run without the online tuner (default: on).")
     args = parser.parse_args()
     base = load_system(REPO / "config/samples/small.yaml").spec
     classes = ("Premium", "Free")
@@ -89,6 +91,7 @@ def main() -> None:
                 options=OptimizerOptions(),
                 limits=LimitSettings(),
                 telemetry=Telemetry(),
+                tuner=None if args.no_tune else EKFTuner(seeds=seeds_from_spec(spec, "iteration")),
             )
             first = controller.cycle()
             start_rss = rss_mb()
@@ -104,6 +107,7 @@ def main() -> None:
                         "bench": "cycle",
                         "servers": args.servers,
                         "cycles": args.cycles,
+                        "tuner": not args.no_tune,
                         "first_outcome": first.outcome,
                         "outcome": record.outcome,
                         "held": len(record.flagged),

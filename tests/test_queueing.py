@@ -323,3 +323,26 @@ def test_optimal_batch_stays_in_range_for_any_targets() -> None:
         assert 1 <= n <= 100 and q == 10 * n
     n, _ = choose_batch(model, workload, Targets(itl_ms=1), "optimal", max_batch_size=256, at_tokens=512)
     assert n == 1
+
+
+def _term_by_term(mu: np.ndarray, rate: float, q: int) -> tuple[float, float, float]:
+    """(throughput, mean in system, mean queued) of the chain summed over every state (the slow way)."""
+    n = len(mu)
+    log_ratio = np.concatenate([np.log(rate) - np.log(mu), np.full(q, np.log(rate) - np.log(mu[-1]))])
+    log_p = np.concatenate([[0.0], np.cumsum(log_ratio)])
+    p = np.exp(log_p - log_p.max())
+    p /= p.sum()
+    states = np.arange(n + q + 1)
+    return rate * (1 - p[-1]), float(p @ states), float(p[n + 1 :] @ (states[n + 1 :] - n))
+
+
+@pytest.mark.parametrize("q", [0, 1, 7, 640, 20000])
+@pytest.mark.parametrize("x", [0.01, 0.5, 0.999, 1.0, 1.0 + 1e-9, 1.001, 3.0])
+def test_closed_form_queue_states_match_summing_every_state(q: int, x: float) -> None:
+    """The geometric-tail solution equals the sum over all N + Q states, also at lambda = mu(N) and in overload."""
+    mu = 0.01 * np.cumprod(np.full(64, 1.03))
+    chain = solve(mu, x * mu[-1], q)
+    throughput, in_system, queued = _term_by_term(mu, x * mu[-1], q)
+    assert chain.throughput == pytest.approx(throughput, rel=1e-9)
+    assert chain.in_system == pytest.approx(in_system, rel=1e-9)
+    assert chain.wait * chain.throughput == pytest.approx(queued, rel=1e-8, abs=1e-12)

@@ -191,3 +191,16 @@ def test_no_solver_exceeds_capacity_or_starves_priority(
                 assert gain <= 1e-9 or served >= min(short.demand_rps, best(free[acc_type] + own + lower)) - 1e-9, (
                     f"{short.name} short while lower-priority servers hold {lower} {acc_type} cards it could use"
                 )
+
+
+def test_milp_gives_a_short_higher_class_the_accelerator_that_serves_it_most() -> None:
+    """Homogeneous and short: the higher class takes both C cards (8 rps) over 3x 2xB (7.5); the lower one gets B."""
+    servers = (
+        server("low", 1.0, {"A": 1.5, "B": 1.0, "2xB": 2.5, "C": 4.0}, priority=2),
+        server("high", 13.0, {"A": 1.5, "B": 1.0, "2xB": 2.5, "C": 4.0}, priority=1),
+    )
+    plan = MilpSolver().solve(OptimizationProblem(servers, {"A": 0, "B": 6, "C": 2}))
+    high, low = plan.allocations["high"], plan.allocations["low"]
+    assert [(v.accelerator, v.replicas) for v in high.variants] == [("C", 2)]
+    assert high.unmet_rps == pytest.approx(5.0)
+    assert [(v.accelerator, v.replicas) for v in low.variants] == [("B", 1)] and low.unmet_rps == 0.0

@@ -315,3 +315,32 @@ def test_observations_from_a_snapshot_use_the_optimizers_queue_bound(spec: Syste
     assert first == Observation(server.model, "H100", 2.0, 512.0, 128.0, 64, queue, 80.0, 12.0, "llm/a", 1.0)
     assert math.isnan(second.itl_ms) and "itl_ms is not a finite number" in (second.problem() or "")
     assert third.max_batch == 0 and "max_batch" in (third.problem() or "")
+
+
+def test_many_replicas_of_one_pair_use_a_spread_of_max_updates() -> None:
+    """40 replicas of one pair: 16 spread over the rates (both extremes) are filtered, 24 reported unused."""
+    tuner = tracking_tuner()
+    loads = [0.1 + 0.7 * i / 39 for i in range(40)]
+    report = tuner.update([observe(256, 256, load, replica=f"pod-{i:02d}") for i, load in enumerate(loads)])
+    key = report.key(*KEY)
+    assert key is not None
+    used = [o.replica for o in key.outcomes if o.status in ("accepted", "rejected")]
+    unused = [o for o in key.outcomes if o.status == "unused"]
+    assert len(used) == 16 and len(unused) == 24
+    assert {"pod-00", "pod-39"} <= set(used)
+    assert unused[0].reason == "40 replicas: 16 spread over the rates are used"
+    assert key.counters.observations == 6 * len(POINTS) + 40
+
+
+def test_failed_first_fits_back_off_until_new_operating_points() -> None:
+    """Fits judged not identifiable are retried after 1, 2, 4 cycles at the same points; a new mix retries at once."""
+    tuner = EKFTuner(settings=TunerSettings(max_condition=10.0))  # the ~62 of these points fails every fit
+    loads = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    attempts = []
+    for cycle in range(9):
+        report = tuner.update([observe(512, 256, load, replica=f"p{i}-{cycle}") for i, load in enumerate(loads)])
+        assert report.keys[0].phase == "collecting" and report.keys[0].identifiable is False
+        attempts.append(not any("next in" in n for n in report.keys[0].notes))
+    assert attempts == [True, True, False, True, False, False, False, True, False]
+    report = tuner.update([observe(2048, 64, load, replica=f"q{i}") for i, load in enumerate((0.2, 0.5, 0.8))])
+    assert not any("next in" in n for n in report.keys[0].notes)

@@ -139,6 +139,14 @@ class MilpSolver:
                 else pyo.Constraint.Skip
             ),
         )
+        m.rate = pyo.Constraint(
+            m.S,
+            rule=lambda mdl, i: (
+                sum(cand[k].rate_per_replica * mdl.n[k] for k in by_server[i]) / servers[i].demand_rps + mdl.w[i] >= 1
+                if servers[i].demand_rps > 0
+                else pyo.Constraint.Skip
+            ),
+        )
         m.min_replicas = pyo.Constraint(
             m.S,
             rule=lambda mdl, i: (

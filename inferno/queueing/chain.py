@@ -8,6 +8,7 @@ a wrong answer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,35 +61,64 @@ def max_rate_rps(service_rates: npt.NDArray[np.float64]) -> float:
 
 
 def solve(service_rates: npt.NDArray[np.float64], rate: float, max_queue: int) -> Chain:
-    """Solve the chain with ``service_rates[n-1]`` = mu(n) for n = 1..N, arrival ``rate`` and queue bound Q."""
+    """Solve the chain with ``service_rates[n-1]`` = mu(n) for n = 1..N, arrival ``rate`` and queue bound Q.
+
+    States 0..N are summed term by term; the Q waiting states form a geometric series of ratio
+    x = lambda / mu(N) and are summed in closed form (stable for every x, including x = 1), so the cost
+    does not grow with Q.
+    """
     n = len(service_rates)
-    kmax = n + max_queue
-    log_ratio = np.empty(kmax)
-    log_ratio[:n] = np.log(rate) - np.log(service_rates)
-    log_ratio[n:] = log_ratio[n - 1]
-    log_p = np.empty(kmax + 1)
+    log_p = np.empty(n + 1)
     log_p[0] = 0.0
-    np.cumsum(log_ratio, out=log_p[1:])
-    p = np.exp(log_p - log_p.max())
-    p /= p.sum()
-    states = np.arange(kmax + 1, dtype=np.float64)
-    queued = float(p[n + 1 :] @ (states[n + 1 :] - n))
-    in_service = float(p[: n + 1] @ states[: n + 1]) + n * float(p[n + 1 :].sum())
+    np.cumsum(math.log(rate) - np.log(service_rates), out=log_p[1:])
+    lr = float(log_p[n] - log_p[n - 1])  # log x
+    log_top = float(log_p[n])
+    if max_queue > 0:
+        log_tail = log_top + _log_geometric(max_queue, lr)  # log of sum_{j=1..Q} p(N + j)
+        log_below = log_top + _log_geometric(max_queue - 1, lr) if max_queue > 1 else -math.inf
+    else:
+        log_tail, log_below = -math.inf, -math.inf
+    shift = max(float(log_p.max()), log_tail)
+    head = np.exp(log_p - shift)
+    log_z = shift + math.log(float(head.sum()) + math.exp(log_tail - shift))
+    head *= math.exp(shift - log_z)
+    tail = math.exp(log_tail - log_z)  # P(a request waits in the queue)
+    queued = tail * _mean_geometric(max_queue, lr) if max_queue > 0 else 0.0
+    in_service = float(head @ np.arange(n + 1, dtype=np.float64)) + n * tail
     in_system = in_service + queued
-    throughput = rate * float(p[:kmax].sum())
+    # 1 - p(N + Q), summed from its terms so that a nearly full chain loses no digits
+    not_full = float(head.sum()) + math.exp(log_below - log_z) if max_queue > 0 else float(head[:n].sum())
+    throughput = rate * not_full
     if not throughput > 0:
         raise ModelError(f"arrival rate {rate * 1000:g} req/s is too far beyond the capacity to analyse")
-    response = in_system / throughput
-    service = in_service / throughput
     return Chain(
         throughput=throughput,
         in_system=in_system,
         in_service=in_service,
-        response=response,
-        service=service,
+        response=in_system / throughput,
+        service=in_service / throughput,
         wait=queued / throughput,
         utilisation=min(max(in_service / n, 0.0), 1.0),
     )
+
+
+def _log_geometric(count: int, lr: float) -> float:
+    """log sum_{j=1..count} x^j for x = e^lr and count >= 1, without overflow or cancellation."""
+    if lr == 0.0:
+        return math.log(count)
+    if lr > 0:  # x^count dominates: factor it out
+        return count * lr + math.log(-math.expm1(-count * lr)) - math.log(-math.expm1(-lr))
+    return lr + math.log(-math.expm1(count * lr)) - math.log(-math.expm1(lr))
+
+
+def _mean_geometric(count: int, lr: float) -> float:
+    """Mean of j over j = 1..count with weights x^j (x = e^lr): 1/(1-x) - count x^count / (1 - x^count)."""
+    if abs(lr) * count < 1e-6:  # the two terms cancel: the expansion around x = 1 instead
+        return (count + 1) / 2 + lr * (count * count - 1) / 12
+    first = -1.0 / math.expm1(lr)
+    scaled = -count * lr
+    second = 0.0 if scaled > 700 else count / math.expm1(scaled)
+    return first - second
 
 
 def checked_rates(service_rates: npt.NDArray[np.float64], model: str) -> npt.NDArray[np.float64]:

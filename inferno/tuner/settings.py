@@ -72,3 +72,14 @@ class TunerSettings(BaseModel):
         3, ge=1, description="Consecutive disagreeing cycles after which the parameters are refitted on them."
     )
     fit_max_evaluations: int = Field(600, ge=10, description="Objective evaluations of one Nelder-Mead run.")
+    fit_points: int = Field(
+        24,
+        ge=2,
+        description="Most observations one fit uses, spread evenly over their rates (a fit costs ~30 ms each).",
+    )
+    max_updates: int = Field(
+        16,
+        ge=2,
+        description="Most observations of one (model, accelerator) used per cycle; with more replicas, this many "
+        "spread evenly over their rates are used (the rest are redundant operating points and cost time).",
+    )

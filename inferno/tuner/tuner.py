@@ -41,6 +41,10 @@ log = get_logger(__name__)
 DIM_Z = 2
 """Dimension of a measurement ([TTFT, ITL]): the mean NIS of a consistent filter."""
 
+MAX_FIT_WAIT = 8
+"""After first fits that were not adopted, they are retried 1, 2, 4, then every 8 cycles, or at once when the
+window reaches an operating point it did not have."""
+
 STATE_VERSION = 1
 """Version of the persisted state's layout."""
 
@@ -72,8 +76,9 @@ class Outcome:
     """What became of one observation this cycle."""
 
     replica: str
-    status: Literal["accepted", "rejected", "collected", "held", "skipped"]
-    """accepted/rejected by the filter; collected: kept for a fit; held: the filter was held; skipped: bad data."""
+    status: Literal["accepted", "rejected", "collected", "held", "skipped", "unused"]
+    """accepted/rejected by the filter; collected: kept for a fit; held: the filter was held; skipped: bad data;
+    unused: good data beyond the cycle's ``max_updates`` for the pair."""
     nis: float | None = None
     reason: str = ""
 
@@ -208,6 +213,12 @@ class _Entry:
     """The latest valid observations (at most fit_window): fits and the identifiability check use them."""
     last_fit: Vector | None = None
     """Parameters of the latest fit, adopted or not: where the next attempt checks for rank deficiency."""
+    failed_fits: int = 0
+    """Consecutive first fits that were not adopted (not persisted: a restart tries at once)."""
+    fit_wait: int = 0
+    """Cycles still to wait before the next first-fit attempt: 1, 2, 4, then every 8 cycles after failures."""
+    fit_points: frozenset[tuple[int, int, int]] = frozenset()
+    """Operating points of the window at the last failed fit: a new one ends the wait."""
     streak: int = 0
     """Consecutive cycles whose median NIS reached ``shift_nis``: the observations disagree with the estimate."""
     suspect: list[Observation] = field(default_factory=list)
@@ -277,6 +288,15 @@ class EKFTuner:
         if not observations:
             return [], []
         entry.count(observations=len(observations))
+        observations, surplus = _spread(observations, self.settings.max_updates)
+        outcomes, notes = self._use(entry, observations)
+        if surplus:
+            reason = f"{len(observations) + len(surplus)} replicas: {len(observations)} spread over the rates are used"
+            outcomes += [Outcome(o.replica, "unused", reason=reason) for o in surplus]
+        return outcomes, notes
+
+    def _use(self, entry: _Entry, observations: list[Observation]) -> tuple[list[Outcome], list[str]]:
+        """Fit or filter one key's observations of a cycle."""
         seen = [_Seen(o) for o in observations]
         entry.window.extend(seen)
         if entry.filter is None:
@@ -326,12 +346,22 @@ class EKFTuner:
             if condition > self.settings.hold_condition:
                 entry.condition, entry.identifiable = condition, False
                 return [self._unidentified(entry)]
+        points = frozenset(_operating_point(o) for o in observations)
+        if entry.fit_wait > 0 and points <= entry.fit_points:  # a fit costs up to a second: after failures,
+            entry.fit_wait -= 1  # retry with a back-off unless the window has reached new operating points
+            waiting = f"the last {entry.failed_fits} fit(s) were not adopted; the next in {entry.fit_wait + 1} cycle(s)"
+            return [f"{self._unidentified(entry)}; {waiting}" if entry.identifiable is False else waiting]
         result = self._fit(entry, observations, self._seed_vector(entry))
         entry.condition, entry.identifiable = result.condition, result.identifiable
+        if not result.identifiable or result.rms > self.settings.error_level:
+            entry.failed_fits += 1
+            entry.fit_wait = min(2 ** (entry.failed_fits - 1), MAX_FIT_WAIT) - 1
+            entry.fit_points = points
         if not result.identifiable:
             return [self._unidentified(entry)]
         if result.rms > self.settings.error_level:
             return [f"fit not adopted: rms relative error {result.rms:.1%} > {self.settings.error_level:.0%}"]
+        entry.failed_fits = 0
         self._start(entry, result)
         return [f"fitted on {len(observations)} observations: rms relative error {result.rms:.1%}"]
 
@@ -355,11 +385,12 @@ class EKFTuner:
         self._start(entry, result)
         return [f"refitted after {cycles} disagreeing cycles: rms relative error {result.rms:.1%}"]
 
-    def _fit(self, entry: _Entry, observations: Sequence[Observation], start: Vector | None) -> Fit:
+    def _fit(self, entry: _Entry, observations: list[Observation], start: Vector | None) -> Fit:
+        """Fit at most ``fit_points`` of ``observations``, spread over their rates (a fit's cost grows with them)."""
         s = self.settings
         result = fit(
             entry.model,
-            observations,
+            _spread(observations, s.fit_points)[0],
             start,
             max_evaluations=s.fit_max_evaluations,
             max_condition=s.max_condition,
@@ -506,6 +537,24 @@ class EKFTuner:
         entry.identifiable = data["identifiable"]
         entry.condition = None if data["condition"] is None else float(data["condition"])
         entry.counters = Counters(**data["counters"])
+
+
+def _operating_point(obs: Observation) -> tuple[int, int, int]:
+    """Buckets of 10% in rate and 5% in each token mean (log scale): where the model is observed."""
+    return (
+        round(math.log(obs.rate_rps) / math.log(1.1)),
+        round(math.log1p(obs.in_tokens) / math.log(1.05)),
+        round(math.log(obs.out_tokens) / math.log(1.05)),
+    )
+
+
+def _spread(observations: list[Observation], most: int) -> tuple[list[Observation], list[Observation]]:
+    """(used, unused): at most ``most`` observations evenly spaced over the rate order, the extremes included."""
+    if len(observations) <= most:
+        return observations, []
+    ordered = sorted(observations, key=lambda o: (o.rate_rps, o.replica))
+    picks = {round(i * (len(ordered) - 1) / (most - 1)) for i in range(most)}
+    return [o for i, o in enumerate(ordered) if i in picks], [o for i, o in enumerate(ordered) if i not in picks]
 
 
 def _outcome(obs: Observation, step: Step) -> Outcome:
