@@ -29,7 +29,7 @@ from inferno.k8s import (
     DECISION_ANNOTATION,
     MAX_BATCH_LABEL,
     Deployment,
-    Kube,
+    DeploymentApi,
     KubeError,
     current_max_num_seqs,
     find_vllm_container,
@@ -68,9 +68,11 @@ class ApplyError(ActuateError):
 
 
 class KubeActuator:
-    """Patches Deployments through a :class:`~inferno.k8s.Kube`."""
+    """Patches Deployments through a :class:`~inferno.k8s.DeploymentApi` (:class:`~inferno.k8s.Kube`, or in memory)."""
 
-    def __init__(self, kube: Kube, clock: Callable[[], float] = time.time, vllm_container: str | None = None) -> None:
+    def __init__(
+        self, kube: DeploymentApi, clock: Callable[[], float] = time.time, vllm_container: str | None = None
+    ) -> None:
         self._kube = kube
         self._clock = clock
         self._container = vllm_container

@@ -16,9 +16,13 @@ from rich.table import Table
 
 from inferno import __version__
 from inferno.actuator import Actuator, DryRunActuator, KubeActuator, read_actions
+from inferno.calibration import Plan as CalibrationPlan
+from inferno.calibration import PrometheusReader, ScrapeReader, instance_of
+from inferno.calibration import calibrate as run_calibration
 from inferno.collector import Collector
-from inferno.config import Settings, load_settings
+from inferno.config import Settings, load_settings, reference_docs
 from inferno.controller import Controller, CycleRecord, serve
+from inferno.crd import crd_yaml
 from inferno.errors import ConfigError, InfernoError, Problem
 from inferno.k8s import ConfigMapStore, Kube, LeaderElector
 from inferno.k8s import connect as connect_kube
@@ -26,6 +30,11 @@ from inferno.logs import configure
 from inferno.optimizer import SOLVERS, OptimizerOptions, make_solver, optimize, to_solution
 from inferno.prometheus import connect as connect_prometheus
 from inferno.queueing import DEFAULT_QUEUE_MODEL, QUEUE_MODELS, Targets, Workload, choose_batch, make_queue_model, size
+from inferno.reconcile import Reconciler, Reconciliation
+from inferno.reconcile import serve as serve_reconciler
+from inferno.sim.demo import DemoOptions, DemoSummary, run_demo
+from inferno.sim.emulator import EmulatorConfig, serve_forever
+from inferno.sim.replica import EngineConfig
 from inferno.spec import SCHEMAS, SaturationPolicy, SystemSpec
 from inferno.state import Actuation, Plan, Snapshot
 from inferno.system import LoadedSystem, load_system
@@ -109,8 +118,23 @@ def schema(
     write: Annotated[
         Path | None, typer.Option(help="Write every schema as NAME.schema.json into this directory.")
     ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Write the Markdown reference of settings and system into this directory.")
+    ] = None,
+    crd: Annotated[
+        bool, typer.Option("--crd", help="Print the CustomResourceDefinition of Optimizer (YAML) instead.")
+    ] = False,
 ) -> None:
-    """Print the JSON Schema of an input format (or write all of them)."""
+    """Print the JSON Schema of an input format (or write all of them, the Markdown reference, or the CRD)."""
+    if crd:
+        sys.stdout.write(crd_yaml())
+        return
+    if reference is not None:
+        reference.mkdir(parents=True, exist_ok=True)
+        for file_name, text in reference_docs().items():
+            (reference / file_name).write_text(text, encoding="utf-8")
+        out.print(f"wrote the configuration reference to {reference}", markup=False, highlight=False)
+        return
     if write is not None:
         write.mkdir(parents=True, exist_ok=True)
         for key in SCHEMAS:
@@ -349,6 +373,13 @@ def run(
     leader_elect: Annotated[
         bool | None, typer.Option("--leader-elect/--no-leader-elect", help="Act only while holding the Lease.")
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="periodic: a cycle over --system every period; reconcile: reconcile Optimizer resources, "
+            "resyncing every period (docs/modes.md)."
+        ),
+    ] = "periodic",
 ) -> None:
     """Run the control loop: in-cluster, with a kubeconfig, or as a dry run that only prints the plan."""
     try:
@@ -366,6 +397,13 @@ def run(
             decision_log=decision_log,
             leader_elect=leader_elect,
         )
+        if mode not in RUN_MODES:
+            raise ConfigError(
+                [Problem("options", "--mode", f"unknown mode {mode!r}; choose one of: {', '.join(RUN_MODES)}")]
+            )
+        if mode == "reconcile":
+            _run_reconcile(settings, once=once)
+            return
         if settings.system is None:
             raise ConfigError([Problem("settings", "INFERNO_SYSTEM", "no system: give --system or INFERNO_SYSTEM")])
         spec = load_system(settings.system).spec
@@ -385,17 +423,7 @@ def run(
         )
         make_solver(options, spec)  # unknown plug-in names fail now, not in the first cycle
         telemetry = Telemetry()
-        elector = (
-            LeaderElector(
-                kube,
-                settings.leader_namespace,
-                settings.leader_lease,
-                f"{socket.gethostname()}-{os.getpid()}",
-                lease_duration_s=max(15.0, 3 * settings.period),
-            )
-            if settings.leader_elect
-            else None
-        )
+        elector = _elector(settings, kube)
         store = _tuner_store(settings, kube)
         with contextlib.ExitStack() as stack:
             log_file = (
@@ -427,6 +455,66 @@ def run(
         _print_cycle(record)
         if record.outcome in ("failed", "skipped"):
             raise typer.Exit(1)
+
+
+RUN_MODES = ("periodic", "reconcile")
+"""Modes of ``inferno run`` (docs/modes.md)."""
+
+
+def _elector(settings: Settings, kube: Kube) -> LeaderElector | None:
+    """The Lease-based leader election of ``--leader-elect``; None without it."""
+    if not settings.leader_elect:
+        return None
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    duration = max(15.0, 3 * settings.period)
+    return LeaderElector(kube, settings.leader_namespace, settings.leader_lease, identity, lease_duration_s=duration)
+
+
+def _run_reconcile(settings: Settings, *, once: bool) -> None:
+    """``inferno run --mode reconcile``: reconcile the Optimizer resources (one pass with ``once``)."""
+    if settings.system is not None:
+        err.print("note: --system is not used in reconcile mode: each Optimizer names its system", markup=False)
+    make_solver(OptimizerOptions(solver=settings.solver), SystemSpec())  # an unknown name fails now
+    kube = connect_kube(settings)
+    telemetry = Telemetry()
+    elector = _elector(settings, kube)
+    with contextlib.ExitStack() as stack:
+        log_file = (
+            stack.enter_context(settings.decision_log.open("a", encoding="utf-8")) if settings.decision_log else None
+        )
+        reconciler = Reconciler(
+            kube,
+            settings,
+            prometheus=connect_prometheus(settings),
+            telemetry=telemetry,
+            leader=elector.try_lead if elector else None,
+            decision_log=log_file,
+        )
+        if settings.metrics_port and not once:
+            health = HealthServer(telemetry, ready=lambda: reconciler.ready, port=settings.metrics_port)
+            health.start()
+            stack.callback(health.stop)
+        results = serve_reconciler(reconciler, once=once)
+    if once:
+        _print_reconciliations(results)
+        if any(r.outcome in ("skipped", "failed", "invalid", "crashed") for r in results):
+            raise typer.Exit(1)
+
+
+def _print_reconciliations(results: list[Reconciliation]) -> None:
+    table = Table(title=f"Optimizers: {len(results)}")
+    for col in ("optimizer", "why", "outcome", "cost", "detail"):
+        table.add_column(col, justify="right" if col == "cost" else "left")
+    for r in results:
+        cost = (r.status or {}).get("totalCost")
+        table.add_row(
+            f"{r.namespace}/{r.name}",
+            r.why or "-",
+            r.outcome,
+            "-" if cost is None else f"{cost:.2f}",
+            r.detail or "-",
+        )
+    out.print(table)
 
 
 def _tuner_store(settings: Settings, kube: Kube) -> TunerStore | None:
@@ -598,6 +686,187 @@ def _queue_params(items: list[str]) -> dict[str, float]:
         except ValueError:
             raise ConfigError(f"--param {item!r}: expected NAME=VALUE with a number") from None
     return params
+
+
+@app.command()
+def calibrate(
+    url: Annotated[str, typer.Option(help="Base URL of the vLLM server (its OpenAI API and /metrics).")],
+    max_num_seqs: Annotated[int, typer.Option(help="The server's --max-num-seqs.")],
+    prometheus: Annotated[
+        str | None,
+        typer.Option(help="Prometheus that scrapes the server; none = difference the server's own /metrics."),
+    ] = None,
+    instance: Annotated[
+        str | None, typer.Option(help="The server's instance label in Prometheus; default: host:port of --url.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model to request; default: the first the server lists.")] = None,
+    accelerator: Annotated[str, typer.Option(help="Accelerator name the observations carry.")] = "cpu",
+    mix: Annotated[
+        list[str] | None,
+        typer.Option(help="Token mix IN:OUT (prompt:output tokens); repeat. Default 128:16, 64:64, 16:128."),
+    ] = None,
+    load: Annotated[
+        list[float] | None, typer.Option(help="Load, a fraction of the max throughput; repeat. Default 0.2 .. 0.8.")
+    ] = None,
+    step_seconds: Annotated[float, typer.Option(help="Seconds of one load step.")] = 15.0,
+    max_requests: Annotated[int, typer.Option(help="Most requests of one load step.")] = 600,
+    queue_model: Annotated[str, typer.Option(help=f"One of: {', '.join(QUEUE_MODELS)}.")] = DEFAULT_QUEUE_MODEL,
+    max_batched_tokens: Annotated[int, typer.Option(help="The server's --max-num-batched-tokens.")] = 8192,
+    seed: Annotated[int, typer.Option(help="Seed of the arrivals and prompts.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Measure a vLLM server with a short load sweep and fit the queue model's parameters to it."""
+    try:
+        defaults = CalibrationPlan()
+        mixes = tuple(_token_mix(m) for m in mix) if mix else defaults.mixes
+        plan = CalibrationPlan(
+            mixes=mixes,
+            loads=tuple(load) if load else defaults.loads,
+            step_s=step_seconds,
+            max_requests=max_requests,
+            seed=seed,
+        )
+        settings = load_settings(prometheus_url=prometheus)
+        client = connect_prometheus(settings)
+        reader = (
+            ScrapeReader(url, settings)
+            if client is None
+            else PrometheusReader(client, instance or instance_of(url), settings)
+        )
+        result = run_calibration(
+            url,
+            model,
+            max_num_seqs,
+            reader,
+            plan,
+            accelerator=accelerator,
+            queue_model=queue_model,
+            max_batched_tokens=max_batched_tokens,
+            progress=lambda line: err.print(line, markup=False, highlight=False),
+        )
+    except InfernoError as exc:
+        fail(exc)
+    data = result.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"{result.queue_model}: {_params_text(result.params)}", highlight=False)
+    out.print(
+        f"fit: rms relative error {result.rms:.3f}, condition number {result.condition:.3g}, "
+        f"identifiable {result.identifiable}",
+        highlight=False,
+    )
+    table = Table(title=f"observations of {result.model} (--max-num-seqs {result.max_num_seqs})")
+    for col in ("mix", "load", "req/s", "TTFT ms", "predicted", "ITL ms", "predicted"):
+        table.add_column(col, justify="right")
+    for row in data["observations"]:
+        obs, predicted = row["observation"], row["predicted"]
+        table.add_row(
+            f"{row['mix'][0]}:{row['mix'][1]}",
+            f"{row['load']:.0%}",
+            f"{obs['rate_rps']:.3g}",
+            f"{obs['ttft_ms']:.3g}",
+            f"{predicted['ttft_ms']:.3g}",
+            f"{obs['itl_ms']:.3g}",
+            f"{predicted['itl_ms']:.3g}",
+        )
+    out.print(table)
+    for m in data["max_throughput"]:
+        out.print(
+            f"max throughput at {m['in_tokens']}:{m['out_tokens']}: measured {m['rate_rps']:.3g} req/s, "
+            f"model {m['predicted_rps']:.3g} req/s",
+            highlight=False,
+        )
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+
+
+def _token_mix(text: str) -> tuple[int, int]:
+    """'IN:OUT' as (prompt tokens, output tokens); ConfigError when malformed."""
+    left, _, right = text.partition(":")
+    try:
+        return int(left), int(right)
+    except ValueError:
+        raise ConfigError(f"--mix {text!r}: expected IN:OUT with whole numbers of tokens") from None
+
+
+@app.command("emulate-vllm")
+def emulate_vllm(
+    model: Annotated[str, typer.Option(help="Model name it serves (the OpenAI `model` field).")],
+    alpha: Annotated[float, typer.Option(help="Per-iteration overhead (ms).")],
+    beta: Annotated[float, typer.Option(help="Compute time per token (ms).")],
+    gamma: Annotated[float, typer.Option(help="KV-cache read time per token (ms).")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    max_num_seqs: Annotated[int, typer.Option(help="Max requests in the batch (vLLM --max-num-seqs).")] = 256,
+    max_num_batched_tokens: Annotated[int, typer.Option(help="Max tokens per iteration (vLLM).")] = 8192,
+    startup_s: Annotated[float, typer.Option(help="Seconds until /health answers 200 (model loading).")] = 0.0,
+    time_scale: Annotated[float, typer.Option(help="Run this many times faster than real time.")] = 1.0,
+) -> None:
+    """Serve an emulated vLLM (OpenAI API, /health, /metrics) whose timing comes from the replica simulator."""
+    try:
+        engine = EngineConfig(alpha, beta, gamma, max_num_seqs, max_batched_tokens=max_num_batched_tokens)
+        config = EmulatorConfig(model, engine, startup_s=startup_s, time_scale=time_scale)
+    except InfernoError as exc:
+        fail(exc)
+
+    def started() -> None:
+        err.print(f"emulated vLLM serving {model} on http://{host}:{port}", markup=False, highlight=False)
+
+    try:
+        serve_forever(config, host, port, on_start=started)
+    except OSError as exc:
+        fail(ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+
+
+@app.command()
+def demo(
+    duration_s: Annotated[float, typer.Option(help="Wall-clock seconds the control loop runs.")] = 180.0,
+    time_scale: Annotated[float, typer.Option(help="Run the emulated world this many times faster.")] = 1.0,
+    prometheus: Annotated[
+        bool | None,
+        typer.Option("--prometheus/--no-prometheus", help="Require a real Prometheus / use the built-in scraper."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the traffic.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the controller's log lines too.")] = False,
+) -> None:
+    """Autoscale emulated vLLM servers under live load with the real control loop; no cluster or GPU needed."""
+    if not verbose:
+        configure("warning", load_settings().log_format)
+    try:
+        options = DemoOptions(duration_s=duration_s, time_scale=time_scale, use_prometheus=prometheus, seed=seed)
+        summary = run_demo(options, lambda line: out.print(line, markup=False, highlight=False))
+    except InfernoError as exc:
+        fail(exc)
+    _print_demo(summary)
+
+
+def _print_demo(summary: DemoSummary) -> None:
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary.cycles.items())) or "none"
+    out.print(f"\nsummary: {summary.emulated_s:.0f} emulated seconds, cycles: {counts}", highlight=False)
+    out.print(f"actions applied: {len(summary.actions)}", highlight=False)
+    for action in summary.actions:
+        out.print(f"  {action}", markup=False, highlight=False)
+    table = Table(title="servers (emulated units; latencies are the means vLLM reported per cycle)")
+    for col in ("server", "class", "load r/s", "replicas min-max (final)", "TTFT ms (SLO)", "ITL ms (SLO)", "SLO met"):
+        table.add_column(col, justify="left" if col in ("server", "class", "replicas min-max (final)") else "right")
+    for s in summary.servers:
+        replicas = ", ".join(f"{acc} {lo}-{hi} ({final})" for acc, (lo, hi, final) in s.replicas.items())
+        table.add_row(
+            s.name,
+            s.service_class,
+            f"{s.load_rps[0]:.2f}-{s.load_rps[1]:.2f}",
+            replicas,
+            "-" if s.mean_ttft_ms is None else f"{s.mean_ttft_ms:.0f} ({s.slo_ttft_ms:g})",
+            "-" if s.mean_itl_ms is None else f"{s.mean_itl_ms:.1f} ({s.slo_itl_ms:g})",
+            "-" if s.slo_met is None else f"{s.slo_met:.0%} of cycles",
+        )
+    out.print(table)
+    out.print(
+        f"accelerator spend: ${summary.spend_dollars:.2f} (${summary.mean_cost_per_hour:.2f}/hour on average); "
+        f"metrics from {summary.metrics_source}",
+        highlight=False,
+    )
 
 
 def main() -> None:

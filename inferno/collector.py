@@ -35,12 +35,12 @@ from inferno.k8s import (
     MODEL_LABEL,
     SERVER_LABEL,
     Deployment,
-    Kube,
+    DeploymentApi,
     KubeError,
     current_max_num_seqs,
     find_vllm_container,
 )
-from inferno.prometheus import Prometheus
+from inferno.prometheus import MetricsApi
 from inferno.spec import (
     DEFAULT_CLASS,
     AcceleratorCount,
@@ -138,8 +138,8 @@ class Collector:
 
     def __init__(
         self,
-        kube: Kube,
-        prometheus: Prometheus | None,
+        kube: DeploymentApi,
+        prometheus: MetricsApi | None,
         settings: Settings,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -173,7 +173,7 @@ class Collector:
         servers = tuple(self._server(name, group, series, pods) for name, group in sorted(groups.items()))
         return Snapshot(taken_at=at, window=settings.metrics_window, servers=servers, gpus=gpus)
 
-    def _series(self, prometheus: Prometheus, at: float) -> Series:
+    def _series(self, prometheus: MetricsApi, at: float) -> Series:
         """Every per-pod quantity at time ``at``, keyed by (namespace, pod)."""
         ns_label, pod_label = self._settings.namespace_label, self._settings.pod_label
         return {

@@ -106,6 +106,7 @@ class Controller:
         tuner: Tuner | None = None,
         tuner_store: TunerStore | None = None,
         clock: Callable[[], float] = time.time,
+        memory: LimitsMemory | None = None,
     ) -> None:
         self.system = system
         self.collector = collector
@@ -119,7 +120,8 @@ class Controller:
         self.tuner = tuner
         self.tuner_store = tuner_store
         self.clock = clock
-        self.memory = LimitsMemory()
+        self.memory = LimitsMemory() if memory is None else memory
+        """What the limits remember between cycles; pass one in to share it across Controllers of one system."""
         self.last: CycleRecord | None = None
         self.sequence = 0
 

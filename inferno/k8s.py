@@ -13,16 +13,17 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from inferno import crd
 from inferno.config import Settings
 from inferno.errors import ConfigError, InfernoError, Problem
 
@@ -210,6 +211,30 @@ def _runs_vllm(container: Mapping[str, Any]) -> bool:
 # --- the API --------------------------------------------------------------------------------
 
 
+class DeploymentApi(Protocol):
+    """The cluster calls the collector and the actuator make: :class:`Kube`, or an in-memory cluster."""
+
+    def list_deployments(self, namespaces: Sequence[str], selector: str) -> list[Deployment]:
+        """Deployments matching ``selector`` in ``namespaces`` (all namespaces when empty)."""
+        ...
+
+    def get_deployment(self, namespace: str, name: str) -> Deployment:
+        """The Deployment as it is now; KubeError 404 when there is none."""
+        ...
+
+    def patch_deployment(self, namespace: str, name: str, ops: Sequence[Mapping[str, Any]]) -> Deployment:
+        """Apply a JSON patch (RFC 6902) to a Deployment, all of it or none."""
+        ...
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        """Record a core/v1 Event."""
+        ...
+
+    def gpu_inventory(self) -> dict[str, int]:
+        """Allocatable GPUs per product label."""
+        ...
+
+
 class Kube:
     """Reads and writes the cluster through an injected ``kubernetes`` ApiClient."""
 
@@ -217,6 +242,7 @@ class Kube:
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
         self._coordination = client.CoordinationV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
         self._timeout = timeout
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -338,6 +364,141 @@ class Kube:
                 list(ops),
             )
         )
+
+    # --- Optimizer custom resources (inferno.crd), for ``inferno run --mode reconcile`` ---
+
+    def list_optimizers(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        """The Optimizers of ``namespace`` (None: of every namespace), and the list's resourceVersion."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            if namespace:
+                page = self._call(
+                    f"list Optimizers {where}",
+                    self._custom.list_namespaced_custom_object,
+                    crd.GROUP,
+                    crd.VERSION,
+                    namespace,
+                    crd.PLURAL,
+                    limit=PAGE_SIZE,
+                    _continue=token,
+                )
+            else:
+                page = self._call(
+                    f"list Optimizers {where}",
+                    self._custom.list_cluster_custom_object,
+                    crd.GROUP,
+                    crd.VERSION,
+                    crd.PLURAL,
+                    limit=PAGE_SIZE,
+                    _continue=token,
+                )
+            items.extend(page.get("items") or ())
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def watch_optimizers(self, namespace: str | None, resource_version: str, timeout_s: float) -> WatchStream:
+        """A watch of the Optimizers of ``namespace`` (None: every namespace) after ``resource_version``.
+
+        The server ends it after ``timeout_s``; so does the client when nothing arrives for that long.
+        """
+        what = f"watch Optimizers in {namespace}" if namespace else "watch Optimizers in all namespaces"
+        seconds = max(1, math.ceil(timeout_s))
+        options: dict[str, Any] = {
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": seconds,
+            "_preload_content": False,
+            "_request_timeout": (self._timeout, seconds + self._timeout),
+        }
+        if resource_version:
+            options["resource_version"] = resource_version
+        try:
+            if namespace:
+                response = self._custom.list_namespaced_custom_object(
+                    crd.GROUP, crd.VERSION, namespace, crd.PLURAL, watch=True, **options
+                )
+            else:
+                response = self._custom.list_cluster_custom_object(
+                    crd.GROUP, crd.VERSION, crd.PLURAL, watch=True, **options
+                )
+        except ApiException as exc:
+            raise KubeError(what, int(exc.status or 0), _status_message(exc.body, exc.reason)) from exc
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise KubeError(what, 0, str(exc)) from exc
+        return WatchStream(response, what)
+
+    def patch_optimizer_status(self, namespace: str, name: str, ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON patch to the status subresource of an Optimizer."""
+        return dict(
+            self._call(
+                f"patch the status of Optimizer {namespace}/{name}",
+                self._custom.patch_namespaced_custom_object_status,
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                crd.PLURAL,
+                name,
+                [dict(op) for op in ops],
+                _content_type="application/json-patch+json",
+            )
+        )
+
+
+class WatchStream:
+    """The events of one watch request (``{"type": ..., "object": {...}}``), as the server streams them.
+
+    Iteration ends when the server closes the stream, when nothing arrives within the read timeout, or
+    after :meth:`close` (from any thread). An ``ERROR`` event, e.g. 410 Gone for a resourceVersion too old
+    to resume from, is raised as a :class:`KubeError` with its code.
+    """
+
+    def __init__(self, response: Any, what: str) -> None:
+        self._response = response
+        self._what = what
+        self._closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(None):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield self._event(line)
+        except urllib3.exceptions.ReadTimeoutError:
+            return
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
+            if self._closed:
+                return
+            raise KubeError(self._what, 0, str(exc)) from exc
+        finally:
+            self._response.release_conn()
+        if buffer.strip():
+            yield self._event(buffer)
+
+    def _event(self, line: bytes) -> dict[str, Any]:
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            raise KubeError(self._what, 0, f"not a watch event: {line[:200]!r}") from exc
+        if not isinstance(event, dict):
+            raise KubeError(self._what, 0, f"not a watch event: {line[:200]!r}")
+        if event.get("type") == "ERROR":
+            status = event.get("object") or {}
+            raise KubeError(self._what, int(status.get("code") or 0), str(status.get("message") or "watch error"))
+        return event
+
+    def close(self) -> None:
+        """End the stream now; a thread reading it sees its end."""
+        self._closed = True
+        try:
+            self._response.shutdown()
+        except (ValueError, RuntimeError, OSError, AttributeError):
+            self._response.close()
 
 
 class ConfigMapStore:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -34,6 +35,14 @@ class Sample:
 
     labels: dict[str, str]
     value: float
+
+
+class MetricsApi(Protocol):
+    """What the collector asks of a metrics backend: :class:`Prometheus`, or a stand-in evaluating its queries."""
+
+    def query_many(self, queries: Mapping[str, str], at: float) -> dict[str, list[Sample]]:
+        """Evaluate every query (name -> PromQL) at unix time ``at``; CollectError when it cannot."""
+        ...
 
 
 class Prometheus:

@@ -217,3 +217,48 @@ def test_simulator_and_iteration_model_agree_on_constant_lengths() -> None:
     metrics = model.analyze(rate, workload, 32, 320)
     assert metrics.itl_ms == pytest.approx(result.itl.mean, rel=0.05)
     assert metrics.in_service == pytest.approx(result.in_service, rel=0.05)
+
+
+def test_next_event_lets_a_driver_see_every_first_token_and_finish_on_time() -> None:
+    """Advancing only to next_event_ms() and to arrivals, each first token and finish is seen at its exact time."""
+    engine = EngineConfig(alpha=5.0, beta=0.05, gamma=0.001, max_num_seqs=3, max_batched_tokens=64)
+    rng = np.random.default_rng(4)
+    n = 80
+    arrivals, ins, outs = np.cumsum(rng.exponential(40.0, n)), rng.integers(1, 150, n), rng.integers(1, 40, n)
+    reference = Replica(engine)
+    for i in range(n):
+        reference.submit(float(arrivals[i]), int(ins[i]), int(outs[i]))
+    expected = {r.id: r for r in reference.advance_to(math.inf)}
+    replica = Replica(engine)
+    first_seen: dict[int, float] = {}
+    finished: dict[int, float] = {}
+    submitted, wakes = 0, 0
+    while len(finished) < n:
+        t = min(replica.next_event_ms(), float(arrivals[submitted]) if submitted < n else math.inf)
+        wakes += 1
+        finished |= {r.id: t for r in replica.advance_to(t)}
+        while submitted < n and arrivals[submitted] <= t:
+            replica.submit(float(arrivals[submitted]), int(ins[submitted]), int(outs[submitted]))
+            submitted += 1
+        first_seen |= {rid: t for rid in range(submitted) if rid not in first_seen and replica.generated(rid) > 0}
+    assert finished == pytest.approx({rid: r.finish_ms for rid, r in expected.items()})
+    decoded = {rid: r.first_token_ms for rid, r in expected.items() if r.out_tokens > 1}
+    assert {rid: first_seen[rid] for rid in decoded} == pytest.approx(decoded)
+    assert wakes < reference.iterations / 2, "decode-only stretches are skipped over"
+
+
+def test_generated_tokens_and_kv_cache_follow_the_iterations() -> None:
+    """A lone request: 0 tokens before its prefill ends, then one per iteration; the KV cache holds prompt + output."""
+    replica = Replica(ENGINE)
+    rid = replica.submit(0.0, 100, 5)
+    assert rid is not None
+    replica.advance_to(5.0)
+    assert (replica.generated(rid), replica.kv_cache_tokens) == (0, 100)
+    first = 10 + 0.1 * 100 + 0.01 * 100
+    assert replica.next_event_ms() == pytest.approx(first)
+    replica.advance_to(first)
+    assert (replica.generated(rid), replica.kv_cache_tokens) == (1, 101)
+    replica.advance_to(first + 2 * (10 + 0.1 + 0.01 * 102) + 1.0)
+    assert replica.generated(rid) == 3
+    (record,) = replica.advance_to(math.inf)
+    assert replica.next_event_ms() == math.inf and record.out_tokens == 5

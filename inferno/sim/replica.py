@@ -132,6 +132,7 @@ class Replica:
         self._done: list[tuple[float, int, RequestRecord]] = []  # heap of finished, not yet returned
         self._next_id = 0
         self._last_arrival = -math.inf
+        self._step_end = -math.inf  # end of the last iteration that took prompt tokens
         self.rejected = 0
         """Arrivals turned away because the waiting queue was full."""
         self.iterations = 0
@@ -157,6 +158,49 @@ class Replica:
     def num_waiting(self) -> int:
         """Requests submitted and not yet admitted to the batch."""
         return len(self._waiting)
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        """Tokens held in the KV cache by the requests in the batch (prompt computed plus output so far)."""
+        decoding = sum(self.generated(rid) + r.in_tokens for rid, r in self._decoding.items())
+        return decoding + sum(r.computed for r in self._prefilling)
+
+    def generated(self, request_id: int) -> int:
+        """Output tokens of a request in the batch produced by the time the replica was advanced to.
+
+        0 for a request waiting or still in its prompt, and for one already returned by :meth:`advance_to`
+        (its record says all). Every iteration booked but the last has ended by then.
+        """
+        request = self._decoding.get(request_id)
+        if request is None:  # finishing in the last iteration booked, or not decoding
+            at, record = next(((at, r) for at, rid, r in self._done if rid == request_id), (None, None))
+            return 0 if record is None or at is None else record.out_tokens - (1 if at > self._now else 0)
+        ended = self._iteration - (1 if self._free_at > self._now else 0)
+        return max(0, min(request.out_tokens, ended - request.prefilled_at))
+
+    def next_event_ms(self) -> float:
+        """When, without new arrivals, :meth:`advance_to` next has something to report; inf when idle.
+
+        That is the earliest of: a finish already booked, the end of a booked iteration that took prompt
+        tokens (first tokens), the start of the next iteration when it takes prompt tokens (its end is
+        known only once it starts), and the end of the iteration that finishes the next decoding request.
+        A driver that advances to these times (and to arrivals) sees every first token and finish on time.
+        """
+        times = [self._done[0][0]] if self._done else []
+        if self._step_end > self._now:
+            times.append(self._step_end)
+        if not self._prefilling and not self._decoding:
+            if self._waiting:
+                times.append(max(self._free_at, self._waiting[0].arrival))
+        elif self._prefilling or self._admissible(self._free_at):
+            times.append(self._free_at)
+        else:
+            engine, decoding = self.engine, len(self._decoding)
+            a = engine.alpha + engine.beta * decoding + engine.gamma * (self._context_base + decoding * self._iteration)
+            b = engine.gamma * decoding
+            j = self._finishing[0][0] - self._iteration + 1
+            times.append(self._free_at + j * a + b * j * (j - 1) / 2)
+        return min(times, default=math.inf)
 
     def submit(self, arrival_ms: float, in_tokens: int, out_tokens: int) -> int | None:
         """Add a request arriving at ``arrival_ms``; its id, or None when the waiting queue is full.
@@ -235,6 +279,7 @@ class Replica:
             tokens += size
             kv_read += request.computed + size
         end = start + engine.alpha + engine.beta * tokens + engine.gamma * kv_read
+        self._step_end = end
         self.batch_ms += (decoding + len(chunks)) * (end - start)
         self.prompt_tokens += tokens - decoding
         self.generation_tokens += decoding

@@ -24,6 +24,8 @@ EVENTS = "v1/events"
 NODES = "v1/nodes"
 LEASES = "coordination.k8s.io/v1/leases"
 CONFIGMAPS = "v1/configmaps"
+OPTIMIZERS = "inferno.ai/v1alpha1/optimizers"
+"""The Optimizer custom resource (kmock serves its status subresource by patching the object itself)."""
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -44,7 +46,7 @@ class Emulator:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
-            for resource in (DEPLOYMENTS, EVENTS, NODES, LEASES, CONFIGMAPS):
+            for resource in (DEPLOYMENTS, EVENTS, NODES, LEASES, CONFIGMAPS, OPTIMIZERS):
                 handler.resources[resource] = {}
             self.handler = handler
             self.url = str(server.url).rstrip("/")

@@ -3,8 +3,8 @@
 Each pod's counters grow linearly from the moment it is added, at its configured request rate, so any
 rate over a window that its samples cover is known exactly. Series carry ``namespace`` and ``pod`` labels
 themselves (scrape with ``honor_labels``), as Prometheus' Kubernetes discovery would add them. The
-exposition text is written here, not by prometheus_client: its newer releases rename ``vllm:x`` for
-Prometheus 2.x scrapers.
+exposition text is written by :mod:`inferno.sim.exposition` (shared with the vLLM emulator), not by
+prometheus_client: its newer releases rename ``vllm:x`` for Prometheus 2.x scrapers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from inferno.sim.exposition import CONTENT_TYPE, Family, Sample, family_name, render
 
 FINISHED_SHARES = {"stop": 0.75, "length": 0.25}
 """How a pod's finished requests split over vLLM's finished_reason label."""
@@ -67,7 +69,7 @@ class FakeVllmFleet:
             def do_GET(self) -> None:
                 body = fleet.exposition(time.time()).encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -106,26 +108,16 @@ class FakeVllmFleet:
         """The text exposition of every pod at time ``now``."""
         with self._lock:
             pods = list(self._pods.values())
-        families: dict[str, tuple[str, list[str]]] = {}
+        families = []
         for pod, since in pods:
             for name, kind, labels, value in _series(pod, now - since):
-                family = _family(name)
+                family = family_name(name)
                 if family in pod.omit:
                     continue
                 shown = math.nan if family in pod.nan else value
-                families.setdefault(family, (kind, []))[1].append(f"{name}{_labels(pod, labels)} {_number(shown)}")
-        lines = []
-        for family, (kind, samples) in families.items():
-            lines += [f"# HELP {family} fake vLLM metric", f"# TYPE {family} {kind}", *samples]
-        return "\n".join(lines) + "\n"
-
-
-def _family(name: str) -> str:
-    """The metric family of a series name: a histogram's name without _bucket, _sum or _count."""
-    for suffix in ("_bucket", "_sum", "_count"):
-        if name.endswith(suffix):
-            return name.removesuffix(suffix)
-    return name
+                sample = Sample(name, {**_labels(pod), **labels}, shown)
+                families.append(Family(family, kind, "fake vLLM metric", (sample,)))
+        return render(families)
 
 
 def _series(pod: FakePod, age: float) -> Iterator[tuple[str, str, dict[str, str], float]]:
@@ -150,10 +142,5 @@ def _series(pod: FakePod, age: float) -> Iterator[tuple[str, str, dict[str, str]
     yield pod.kv_name, "gauge", {}, pod.kv_cache
 
 
-def _labels(pod: FakePod, extra: dict[str, str]) -> str:
-    labels = {"engine": "0", "model_name": pod.model, "namespace": pod.namespace, "pod": pod.pod} | extra
-    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    return "NaN" if math.isnan(value) else repr(float(value))
+def _labels(pod: FakePod) -> dict[str, str]:
+    return {"engine": "0", "model_name": pod.model, "namespace": pod.namespace, "pod": pod.pod}
