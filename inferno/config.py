@@ -36,6 +36,18 @@ class LimitSettings(BaseModel):
     max_num_seqs_cooldown_s: float = Field(
         1800.0, ge=0, description="Least time between two --max-num-seqs changes of a variant (s)."
     )
+    max_in_transition: int = Field(
+        8,
+        ge=0,
+        description="Most replicas of one server starting at once (not ready yet plus new ones); 0 = no cap.",
+    )
+    flap_reversals: int = Field(
+        3,
+        ge=0,
+        description="A server whose replica count changed direction this many times within flap_window_s is held "
+        "(0 = no flap detection).",
+    )
+    flap_window_s: float = Field(1800.0, gt=0, description="Window of the flap detection (s).")
 
 
 class PredictorSettings(BaseModel):

@@ -7,6 +7,11 @@ It takes the actions that would bring every variant to the plan and adjusts them
   recommended during the window (as the HPA does), and by at most ``max_scale_down_percent`` per cycle;
 * ``--max-num-seqs`` changes restart every pod (model reload), so they need a relative change of at
   least ``max_num_seqs_hysteresis`` and at most one change per ``max_num_seqs_cooldown_s`` per variant;
+* transitions make before they break: while replicas of a server start on one variant (new this cycle or
+  not ready yet), no variant of that server scales down, so moving capacity between accelerators never
+  dips below what is running; at most ``max_in_transition`` replicas of a server start at once;
+* a server whose replica count changed direction ``flap_reversals`` times within ``flap_window_s`` is
+  held (flapping);
 * a capacity guard trims scale-ups, lowest priority first, that would hold more cards than there are.
 
 Every adjustment is recorded, so the plan shows why the cluster will not look exactly as planned.
@@ -14,6 +19,7 @@ Every adjustment is recorded, so the plan shows why the cluster will not look ex
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -34,7 +40,8 @@ class Adjustment:
     deployment: str
     server: str
     rule: str
-    """held, stabilisation, max-scale-down, max-num-seqs-hysteresis, max-num-seqs-cooldown, capacity."""
+    """held, stabilisation, max-scale-down, max-num-seqs-hysteresis, max-num-seqs-cooldown, make-before-break,
+    max-in-transition, flapping, capacity."""
     detail: str
 
 
@@ -46,6 +53,8 @@ class LimitsMemory:
     """Replica counts the plan wanted per variant, with their times."""
     seqs_changed_at: dict[VariantKey, float] = field(default_factory=dict)
     """When --max-num-seqs of a variant was last changed."""
+    directions: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
+    """Per server, the times and signs (+1/-1) of its replica changes that were sent."""
 
 
 def apply_limits(
@@ -83,11 +92,102 @@ def apply_limits(
             action = _limit_seqs(action, memory, settings, now, adjustments)
             if action.replicas_to != action.replicas_from or action.changes_max_num_seqs:
                 limited.append(action)
+    limited = _make_before_break(limited, snapshot, settings, adjustments)
+    limited = _hold_flapping(limited, memory, settings, now, adjustments)
     limited = _capacity_guard(limited, snapshot, plan, spec, adjustments)
     for action in limited:
         if action.changes_max_num_seqs:
             memory.seqs_changed_at[(action.namespace, action.deployment)] = now
+    for name, delta in _server_deltas(limited).items():
+        if delta:
+            memory.directions[name].append((now, 1 if delta > 0 else -1))
     return tuple(limited), tuple(adjustments)
+
+
+def _server_deltas(actions: list[Action]) -> dict[str, int]:
+    """Net replica change per server."""
+    deltas: dict[str, int] = defaultdict(int)
+    for a in actions:
+        deltas[a.server] += a.replicas_to - a.replicas_from
+    return deltas
+
+
+def _make_before_break(
+    actions: list[Action], snapshot: Snapshot, settings: LimitSettings, adjustments: list[Adjustment]
+) -> list[Action]:
+    """Cap the replicas a server starts at once; hold its scale-downs while any of its replicas start."""
+    out = []
+    for server in snapshot.servers:
+        mine = [a for a in actions if a.server == server.name]
+        if not mine:
+            continue
+        starting = sum(max(0, v.replicas - v.ready_replicas) for v in server.variants)
+        room = settings.max_in_transition - starting if settings.max_in_transition else None
+        capped = []
+        for a in sorted(mine, key=lambda a: (a.namespace, a.deployment)):
+            up = a.replicas_to - a.replicas_from
+            if up > 0 and room is not None and up > max(room, 0):
+                allowed = max(room, 0)
+                adjustments.append(
+                    _adjust(
+                        a,
+                        "max-in-transition",
+                        f"{a.replicas_to} -> {a.replicas_from + allowed}: {starting} replica(s) of the server are "
+                        f"starting, at most {settings.max_in_transition} at once",
+                    )
+                )
+                a = replace(a, replicas_to=a.replicas_from + allowed)
+                up = allowed
+            if up > 0:
+                starting += up
+                if room is not None:
+                    room -= up
+            capped.append(a)
+        for a in capped:
+            if a.replicas_to < a.replicas_from and starting > 0:
+                adjustments.append(
+                    _adjust(
+                        a,
+                        "make-before-break",
+                        f"kept {a.replicas_from} (wanted {a.replicas_to}): {starting} replica(s) of the server are "
+                        "starting; the old ones go when the new ones are ready",
+                    )
+                )
+                a = replace(a, replicas_to=a.replicas_from)
+            if a.replicas_to != a.replicas_from or a.changes_max_num_seqs:
+                out.append(a)
+    return out
+
+
+def _hold_flapping(
+    actions: list[Action], memory: LimitsMemory, settings: LimitSettings, now: float, adjustments: list[Adjustment]
+) -> list[Action]:
+    """Hold the replica changes of servers that reversed direction too often within the flap window."""
+    if not settings.flap_reversals:
+        return actions
+    out = []
+    deltas = _server_deltas(actions)
+    for server, history in list(memory.directions.items()):
+        memory.directions[server] = [(t, d) for t, d in history if now - t <= settings.flap_window_s]
+    for a in actions:
+        history = memory.directions.get(a.server, [])
+        signs = [d for _, d in history]
+        if deltas[a.server]:
+            signs.append(1 if deltas[a.server] > 0 else -1)
+        reversals = sum(1 for x, y in itertools.pairwise(signs) if x != y)
+        if reversals >= settings.flap_reversals and a.replicas_to != a.replicas_from:
+            adjustments.append(
+                _adjust(
+                    a,
+                    "flapping",
+                    f"kept {a.replicas_from} (wanted {a.replicas_to}): the server changed direction {reversals} "
+                    f"times within {settings.flap_window_s:.0f} s",
+                )
+            )
+            a = replace(a, replicas_to=a.replicas_from)
+        if a.replicas_to != a.replicas_from or a.changes_max_num_seqs:
+            out.append(a)
+    return out
 
 
 def _limit_replicas(

@@ -107,3 +107,60 @@ def test_capacity_guard_trims_scale_ups_of_lower_priority_first() -> None:
     assert {a.server: a.replicas_to for a in acts} == {"chat-premium": 4}
     assert [a.rule for a in adj] == ["capacity"]
     assert adj[0].server == "chat-free"
+
+
+def _switch_settings() -> LimitSettings:
+    """No stabilisation or step limits, so only the transition rules act."""
+    return LimitSettings(scale_down_window_s=0, max_scale_down_percent=100)
+
+
+def test_an_accelerator_switch_makes_before_it_breaks() -> None:
+    """H100 -> A100: the new replicas start first; the old ones go only once the new ones are ready."""
+    memory, settings = LimitsMemory(), _switch_settings()
+    old, new = variant("cp-h100", "chat-premium", "H100", 3), variant("cp-a100", "chat-premium", "A100", 0)
+    move = (action("cp-h100", "chat-premium", "H100", 3, 0), action("cp-a100", "chat-premium", "A100", 0, 4))
+    acts, adj = apply_limits(move, snapshot(("chat-premium", (old, new), True)), PLAN, SPEC, memory, settings, 0.0)
+    assert [(a.deployment, a.replicas_to) for a in acts] == [("cp-a100", 4)]
+    assert [(a.deployment, a.rule) for a in adj] == [("cp-h100", "make-before-break")]
+    starting = Variant("llm", "cp-a100", "chat-premium", "A100", 4, 1, 4, 1, 64, "vllm", "1", 1)
+    again = (action("cp-h100", "chat-premium", "H100", 3, 0),)
+    acts, adj = apply_limits(again, snapshot(("chat-premium", (old, starting), True)), PLAN, SPEC, memory, settings, 60)
+    assert acts == () and "3 replica(s) of the server are starting" in adj[0].detail
+    ready = variant("cp-a100", "chat-premium", "A100", 4)
+    acts, adj = apply_limits(again, snapshot(("chat-premium", (old, ready), True)), PLAN, SPEC, memory, settings, 120)
+    assert [(a.deployment, a.replicas_to) for a in acts] == [("cp-h100", 0)] and adj == ()
+
+
+def test_replicas_in_transition_are_capped_per_server() -> None:
+    """With 2 replicas not ready and a cap of 4, a scale-up of 5 starts only 2 more."""
+    memory = LimitsMemory()
+    settings = LimitSettings(scale_down_window_s=0, max_in_transition=4)
+    starting = Variant("llm", "cp", "chat-premium", "H100", 3, 1, 3, 1, 64, "vllm", "1", 1)
+    acts, adj = apply_limits(
+        (action("cp", "chat-premium", "H100", 3, 8),),
+        snapshot(("chat-premium", (starting,), True)),
+        PLAN,
+        SPEC,
+        memory,
+        settings,
+        0.0,
+    )
+    assert [(a.replicas_from, a.replicas_to) for a in acts] == [(3, 5)]
+    assert [a.rule for a in adj] == ["max-in-transition"]
+
+
+def test_a_flapping_server_is_held() -> None:
+    """Up, down, up within the window: the third reversal is held; after the window it may move again."""
+    memory = LimitsMemory()
+    settings = LimitSettings(scale_down_window_s=0, max_scale_down_percent=100, flap_reversals=3, flap_window_s=600)
+    snap = {n: snapshot(("chat-premium", (variant("cp", "chat-premium", "H100", n),), True)) for n in (2, 3)}
+    moves = [(2, 3), (3, 2), (2, 3), (3, 2)]
+    sent = []
+    for i, (frm, to) in enumerate(moves):
+        acts, adj = apply_limits(
+            (action("cp", "chat-premium", "H100", frm, to),), snap[frm], PLAN, SPEC, memory, settings, 60.0 * i
+        )
+        sent.append(len(acts))
+    assert sent == [1, 1, 1, 0] and adj[0].rule == "flapping"
+    acts, _ = apply_limits((action("cp", "chat-premium", "H100", 3, 2),), snap[3], PLAN, SPEC, memory, settings, 2000)
+    assert [(a.replicas_from, a.replicas_to) for a in acts] == [(3, 2)]
