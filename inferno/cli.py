@@ -28,6 +28,7 @@ from inferno.k8s import ConfigMapStore, Kube, LeaderElector
 from inferno.k8s import connect as connect_kube
 from inferno.logs import configure
 from inferno.optimizer import SOLVERS, OptimizerOptions, make_solver, optimize, to_solution
+from inferno.predictor import Forecaster, History, make_predictor
 from inferno.prometheus import connect as connect_prometheus
 from inferno.queueing import DEFAULT_QUEUE_MODEL, QUEUE_MODELS, Targets, Workload, choose_batch, make_queue_model, size
 from inferno.reconcile import Reconciler, Reconciliation
@@ -425,6 +426,7 @@ def run(
         telemetry = Telemetry()
         elector = _elector(settings, kube)
         store = _tuner_store(settings, kube)
+        history_store = _tuner_store(settings, kube, HISTORY_KEY)
         with contextlib.ExitStack() as stack:
             log_file = (
                 stack.enter_context(settings.decision_log.open("a", encoding="utf-8"))
@@ -443,6 +445,8 @@ def run(
                 leader=elector.try_lead if elector else None,
                 tuner=_tuner(settings, spec, store),
                 tuner_store=store,
+                forecaster=_forecaster(settings, history_store),
+                forecaster_store=history_store,
             )
             if settings.metrics_port and not once:
                 health = HealthServer(telemetry, ready=lambda: controller.last is not None, port=settings.metrics_port)
@@ -458,6 +462,9 @@ def run(
 
 
 RUN_MODES = ("periodic", "reconcile")
+
+HISTORY_KEY = "load-history.json"
+"""Key (ConfigMap) or file name (beside ``tuner_state``) of the load forecaster's history."""
 """Modes of ``inferno run`` (docs/modes.md)."""
 
 
@@ -517,12 +524,28 @@ def _print_reconciliations(results: list[Reconciliation]) -> None:
     out.print(table)
 
 
-def _tuner_store(settings: Settings, kube: Kube) -> TunerStore | None:
-    """Where the tuner state persists: the ConfigMap of ``tuner_configmap``, else the file of ``tuner_state``."""
+def _tuner_store(settings: Settings, kube: Kube, key: str = ConfigMapStore.KEY) -> TunerStore | None:
+    """Where state ``key`` persists: that key of ConfigMap ``tuner_configmap``, else a file beside ``tuner_state``.
+
+    The tuner's own state (the default key) is the ``tuner_state`` file itself.
+    """
     if settings.tuner_configmap:
         namespace, name = settings.tuner_configmap.split("/", 1)
-        return ConfigMapStore(kube, namespace, name)
-    return JsonFileStore(settings.tuner_state) if settings.tuner_state else None
+        return ConfigMapStore(kube, namespace, name, key)
+    if settings.tuner_state is None:
+        return None
+    path = settings.tuner_state if key == ConfigMapStore.KEY else settings.tuner_state.with_name(key)
+    return JsonFileStore(path)
+
+
+def _forecaster(settings: Settings, store: TunerStore | None) -> Forecaster | None:
+    """The load forecaster of ``settings.predictor`` (None unless enabled), resumed from ``store``."""
+    p = settings.predictor
+    if not p.enabled:
+        return None
+    saved = store.load() if store else None
+    history = History.from_dict(saved) if saved else History.from_settings(p, settings.period)
+    return Forecaster(make_predictor(p.method, p), history, p.startup_s + settings.period)
 
 
 def _tuner(settings: Settings, spec: SystemSpec, store: TunerStore | None) -> EKFTuner | None:

@@ -55,7 +55,13 @@ class PredictorSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    enabled: bool = Field(
+        False, description="Size each server for the upper bound of its rate forecast instead of the observed rate."
+    )
     method: str = Field("last", description="Forecast method: last, ewma, holt-winters or kalman.")
+    startup_s: float = Field(
+        120.0, ge=0, description="Start-up time of a replica (s); the forecast horizon is this plus one period."
+    )
     quantile: float = Field(
         0.9, ge=0.5, lt=1, description="Quantile of the upper prediction bound the optimizer may size for."
     )

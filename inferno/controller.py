@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from inferno.interfaces import SnapshotSource
 from inferno.limits import Adjustment, LimitsMemory, apply_limits
 from inferno.logs import bind_cycle, get_logger, unbind_cycle
 from inferno.optimizer import OptimizerOptions, optimize
+from inferno.predictor import Forecaster, forecast_report
 from inferno.spec import SystemSpec
 from inferno.state import Action, ActionResult, Plan, Snapshot
 from inferno.telemetry import Telemetry
@@ -62,6 +63,8 @@ class CycleRecord:
     """Number of the cycle since the daemon started (the ``cycle`` of its observations)."""
     observations: tuple[Observation, ...] = ()
     """The per-replica observations given to the tuner, replayable with ``inferno tune``."""
+    forecasts: dict[str, Any] = field(default_factory=dict)
+    """Per server: observed rate, forecast and the upper bound the optimizer sized for."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (one line of the decision log)."""
@@ -83,6 +86,7 @@ class CycleRecord:
                 {"action": r.action.describe(), "outcome": r.outcome, "detail": r.detail} for r in self.results
             ],
             "tuner": self.tuner,
+            "forecasts": self.forecasts,
             "cycle": self.sequence,
             "observations": [{"cycle": self.sequence, **o.to_dict()} for o in self.observations],
         }
@@ -107,6 +111,8 @@ class Controller:
         tuner_store: TunerStore | None = None,
         clock: Callable[[], float] = time.time,
         memory: LimitsMemory | None = None,
+        forecaster: Forecaster | None = None,
+        forecaster_store: TunerStore | None = None,
     ) -> None:
         self.system = system
         self.collector = collector
@@ -124,6 +130,9 @@ class Controller:
         """What the limits remember between cycles; pass one in to share it across Controllers of one system."""
         self.last: CycleRecord | None = None
         self.sequence = 0
+        self.forecaster = forecaster
+        """Forecasts each server's rate; the optimizer sizes for the upper bound (None: the observed rate)."""
+        self.forecaster_store = forecaster_store
 
     def cycle(self) -> CycleRecord:
         """Run one cycle; never raises for a failed cycle (the record says what happened)."""
@@ -158,6 +167,8 @@ class Controller:
             return CycleRecord(cycle_id, started, "skipped", f"collect: {exc}", stage_ms)
         with timer("tune"):
             spec, tuned, observations = self._tune(snapshot, observed.spec)
+        with timer("forecast"):
+            spec, forecasts = self._forecast(snapshot, spec, observed.flagged)
         try:
             with timer("optimize"):
                 variants = {s.name: {v.accelerator for v in s.variants} for s in snapshot.servers}
@@ -184,6 +195,7 @@ class Controller:
             adjustments,
             tuner=tuned,
             observations=observations,
+            forecasts=forecasts,
         )
         self._export(plan, snapshot, observed.spec)
         if not actions:
@@ -207,6 +219,26 @@ class Controller:
             seconds = time.perf_counter() - start
             stage_ms[stage] = seconds * 1000
             self.telemetry.stage_seconds.labels(stage).observe(seconds)
+
+    def _forecast(
+        self, snapshot: Snapshot, spec: SystemSpec, flagged: Mapping[str, Any]
+    ) -> tuple[SystemSpec, dict[str, Any]]:
+        """Record each complete server's rate and size it for the upper bound of its forecast."""
+        if self.forecaster is None:
+            return spec, {}
+        observed = {
+            s.name: s.load.arrival_rpm / 60
+            for s in snapshot.servers
+            if s.complete and s.load is not None and s.name not in flagged
+        }
+        forecasts = self.forecaster.update(snapshot.taken_at, observed)
+        if self.forecaster_store is not None:
+            self.forecaster_store.save(self.forecaster.state())
+        for server, f in forecasts.items():
+            self.telemetry.forecast_rps.labels(server, "forecast").set(f.value)
+            self.telemetry.forecast_rps.labels(server, "upper").set(f.upper)
+        sized = _with_rates(spec, {server: f.upper for server, f in forecasts.items()})
+        return sized, forecast_report(observed, forecasts)
 
     def _tune(self, snapshot: Snapshot, spec: SystemSpec) -> tuple[SystemSpec, Any, tuple[Observation, ...]]:
         """Feed the tuner this cycle's per-replica observations; the spec with the tuned parameters.
@@ -331,3 +363,22 @@ def serve(controller: Controller, period_s: float, *, once: bool = False) -> Cyc
             signal.signal(s, handler)
         log.info("stopped")
     return controller.last
+
+
+def _with_rates(spec: SystemSpec, rates_rps: Mapping[str, float]) -> SystemSpec:
+    """``spec`` with the current load of each server in ``rates_rps`` set to that rate (req/s)."""
+    if not rates_rps:
+        return spec
+    servers = tuple(
+        s.model_copy(
+            update={
+                "current_alloc": s.current_alloc.model_copy(
+                    update={"load": s.current_alloc.load.model_copy(update={"arrival_rate": 60 * rates_rps[s.name]})}
+                )
+            }
+        )
+        if s.name in rates_rps
+        else s
+        for s in spec.server_data.servers
+    )
+    return spec.model_copy(update={"server_data": spec.server_data.model_copy(update={"servers": servers})})

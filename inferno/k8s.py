@@ -508,29 +508,31 @@ class ConfigMapStore:
     """
 
     KEY = "tuner-state.json"
+    """The default key (the tuner's state); the load history uses ``load-history.json``."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+    def __init__(self, kube: Kube, namespace: str, name: str, key: str = KEY) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
+        self.key = key
 
     def load(self) -> dict[str, Any] | None:
-        """The state under :attr:`KEY`; None when the ConfigMap or the key does not exist."""
+        """The state under :attr:`key`; None when the ConfigMap or the key does not exist."""
         where = f"ConfigMap {self.namespace}/{self.name}"
         found = self.kube.read_config_map(self.namespace, self.name)
-        text = ((found or {}).get("data") or {}).get(self.KEY)
+        text = ((found or {}).get("data") or {}).get(self.key)
         if text is None:
             return None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError([Problem(where, f"data.{self.KEY}", f"invalid JSON: {exc.msg}")]) from exc
+            raise ConfigError([Problem(where, f"data.{self.key}", f"invalid JSON: {exc.msg}")]) from exc
         if not isinstance(data, dict):
-            raise ConfigError([Problem(where, f"data.{self.KEY}", "expected a JSON object (the tuner state)")])
+            raise ConfigError([Problem(where, f"data.{self.key}", "expected a JSON object")])
         return data
 
     def save(self, state: Mapping[str, Any]) -> None:
-        """Write the state under :attr:`KEY`, creating the ConfigMap when it does not exist yet."""
+        """Write the state under :attr:`key`, creating the ConfigMap when it does not exist yet."""
         text = json.dumps(state, separators=(",", ":"))
         found = self.kube.read_config_map(self.namespace, self.name)
         if found is None:
@@ -538,14 +540,14 @@ class ConfigMapStore:
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": self.name, "namespace": self.namespace},
-                "data": {self.KEY: text},
+                "data": {self.key: text},
             }
             self.kube.create_config_map(self.namespace, body)
             return
         op: dict[str, Any] = (
-            {"op": "add", "path": f"/data/{self.KEY}", "value": text}
+            {"op": "add", "path": f"/data/{self.key}", "value": text}
             if found.get("data")
-            else {"op": "add", "path": "/data", "value": {self.KEY: text}}
+            else {"op": "add", "path": "/data", "value": {self.key: text}}
         )
         self.kube.patch_config_map(self.namespace, self.name, [op])
 

@@ -27,6 +27,12 @@ class Telemetry:
             registry=r,
         )
         self.cycles = Counter("inferno_cycles", "Control cycles by outcome.", ["outcome"], registry=r)
+        self.forecast_rps = Gauge(
+            "inferno_forecast_rps",
+            "Request-rate forecast per server at the start-up horizon: the forecast and its upper bound (sized for).",
+            ["server", "bound"],
+            registry=r,
+        )
         self.last_success = Gauge(
             "inferno_last_successful_cycle_timestamp_seconds", "Unix time of the last successful cycle.", registry=r
         )

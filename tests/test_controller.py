@@ -18,6 +18,7 @@ from inferno.collector import Collector
 from inferno.config import LimitSettings, Settings
 from inferno.controller import Controller, serve
 from inferno.optimizer import OptimizerOptions
+from inferno.predictor import Forecast, Forecaster, History, Samples
 from inferno.prometheus import connect
 from inferno.system import load_system
 from inferno.telemetry import HealthServer, Telemetry
@@ -222,3 +223,34 @@ def test_the_decision_log_replays_with_inferno_tune(emulator: Emulator, fleet: P
     assert ("llama-3.1-8b", "H100") in {o.key for _, o in rows}
     assert any(o.rate_rps > 0 and o.ttft_ms > 0 for _, o in rows)
     assert key_name(("llama-3.1-8b", "H100")) in replay(rows)["estimates"]
+
+
+class _Doubling:
+    """A predictor whose forecast is twice the last sample, its bound three times (a steep ramp ahead)."""
+
+    name = "doubling"
+    quantile = 0.9
+
+    def forecast(self, samples: Samples | None, horizon_s: float) -> Forecast | None:
+        """2x and 3x the last observed value."""
+        if samples is None:
+            return None
+        last = float(samples.values[-1])
+        return Forecast(2 * last, 3 * last, horizon_s, self.name)
+
+
+def test_the_optimizer_sizes_for_the_forecast_upper_bound(emulator: Emulator, fleet: PrometheusServer) -> None:
+    """Emulator: kmock. With a forecaster the plan serves the bound (3x the observed rate); the record shows it."""
+    emulator.add(*_deployments())
+    reactive = _controller(emulator, fleet.url, dry_run=True).cycle()
+    controller = _controller(emulator, fleet.url, dry_run=True)
+    controller.forecaster = Forecaster(_Doubling(), History(60.0, 100), 180.0)
+    record = controller.cycle()
+    assert reactive.plan is not None and record.plan is not None
+    f = record.forecasts["chat-premium"]
+    assert f["upper_rps"] == pytest.approx(3 * f["observed_rps"]) and f["method"] == "doubling"
+    assert f["horizon_s"] == 180.0 and "chat-free" not in record.forecasts  # held (NaN): not forecast
+    base, ahead = reactive.plan.allocations["chat-premium"], record.plan.allocations["chat-premium"]
+    assert ahead.replicas >= 2 * base.replicas > 0
+    exported = controller.telemetry.exposition().decode()
+    assert 'inferno_forecast_rps{bound="upper",server="chat-premium"}' in exported

@@ -9,6 +9,7 @@ upper bound at the configured quantile; short histories fall back to ``last``. d
 
 from inferno.predictor.catalog import DEFAULT_PREDICTOR, PREDICTORS, make_predictor
 from inferno.predictor.forecast import Forecast, LastPredictor, Predictor, steps_ahead
+from inferno.predictor.forecaster import Forecaster, forecast_report
 from inferno.predictor.history import HISTORY_VERSION, QUANTITIES, History, Samples, series_key
 from inferno.predictor.kalman import KalmanPredictor
 from inferno.predictor.smoothing import EwmaPredictor, HoltWintersPredictor
@@ -20,12 +21,14 @@ __all__ = [
     "QUANTITIES",
     "EwmaPredictor",
     "Forecast",
+    "Forecaster",
     "History",
     "HoltWintersPredictor",
     "KalmanPredictor",
     "LastPredictor",
     "Predictor",
     "Samples",
+    "forecast_report",
     "make_predictor",
     "series_key",
     "steps_ahead",
