@@ -351,7 +351,7 @@ class _Tracker:
 Reporter = Callable[[str], None]
 HEADER = (
     f"{'t (s)':>6}  {'server':<6} {'load r/s':>8}  {'replicas ready/asked':<22} {'TTFT ms (SLO)':>14}"
-    f" {'ITL ms (SLO)':>13} {'$/h':>7}  cycle"
+    f" {'ITL ms (SLO)':>13} {'plan $/h':>8}  cycle"
 )
 
 
@@ -418,9 +418,7 @@ def run_demo(options: DemoOptions, report: Reporter) -> DemoSummary:
             f"window {window * x:.0f} s, pod start-up {options.startup_s:g} s (emulated)"
         )
         recorder = _Recorder(Collector(cluster, metrics, settings))
-        limits = LimitSettings(
-            scale_down_window_s=60.0 / x, max_scale_down_percent=50.0, max_num_seqs_cooldown_s=600.0 / x
-        )
+        limits = _limits(x)
         controller = Controller(
             system=spec,
             collector=recorder,
@@ -471,6 +469,12 @@ def run_demo(options: DemoOptions, report: Reporter) -> DemoSummary:
         elapsed = (time.monotonic() - start) * x
         summary = _summary(source, elapsed, tracker, spend, jobs)
     return summary
+
+
+def _limits(x: float) -> LimitSettings:
+    """The default limits with every window in emulated seconds (a shorter scale-down window and cooldown)."""
+    windows = {k: v / x for k, v in LimitSettings().model_dump().items() if k.endswith("_s")}
+    return LimitSettings(**(windows | {"scale_down_window_s": 60.0 / x, "max_num_seqs_cooldown_s": 600.0 / x}))
 
 
 def _prometheus(settings: Settings) -> MetricsApi:
@@ -552,7 +556,7 @@ def _rows(
         note = f"{outcome}{': ' if outcome and notes else ''}{'; '.join(notes)}"
         lines.append(
             f"{(f'{at:.0f}' if i == 0 else ''):>6}  {s.name:<6} {('-' if load is None else f'{load:.2f}'):>8}  "
-            f"{', '.join(parts) or '-':<22} {_fmt(ttft, slo_ttft):>14} {_fmt(itl, slo_itl, 1):>13} {cost:>7}  {note}"
+            f"{', '.join(parts) or '-':<22} {_fmt(ttft, slo_ttft):>14} {_fmt(itl, slo_itl, 1):>13} {cost:>8}  {note}"
         )
     return lines
 
