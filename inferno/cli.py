@@ -33,6 +33,7 @@ from inferno.prometheus import connect as connect_prometheus
 from inferno.queueing import DEFAULT_QUEUE_MODEL, QUEUE_MODELS, Targets, Workload, choose_batch, make_queue_model, size
 from inferno.reconcile import Reconciler, Reconciliation
 from inferno.reconcile import serve as serve_reconciler
+from inferno.sim.closedloop import POLICIES, load_scenario, plot_result, simulate_scenario
 from inferno.sim.demo import DemoOptions, DemoSummary, run_demo
 from inferno.sim.emulator import EmulatorConfig, serve_forever
 from inferno.sim.replica import EngineConfig
@@ -888,6 +889,37 @@ def _print_demo(summary: DemoSummary) -> None:
     out.print(
         f"accelerator spend: ${summary.spend_dollars:.2f} (${summary.mean_cost_per_hour:.2f}/hour on average); "
         f"metrics from {summary.metrics_source}",
+        highlight=False,
+    )
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[Path, typer.Argument(help="Closed-loop scenario (YAML), e.g. config/scenarios/smoke.yaml.")],
+    policy: Annotated[str, typer.Option(help=f"One of: {', '.join(POLICIES)}.")] = "inferno",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    timeline: Annotated[bool, typer.Option("--timeline", help="Include the per-period timeline in the JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write load, replicas, TTFT/SLO and cost to this PNG.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the controller's log lines too.")] = False,
+) -> None:
+    """Run a scaling policy in closed loop against a fast simulated cluster; report SLO attainment and cost."""
+    if not verbose:
+        configure("warning", load_settings().log_format)
+    try:
+        result = simulate_scenario(load_scenario(scenario), policy)
+        if plot is not None:
+            plot_result(result, plot)
+    except InfernoError as exc:
+        fail(exc)
+    if as_json:
+        print_json(result.to_dict(timeline=timeline))
+        return
+    data = result.to_dict()
+    classes = ", ".join(f"{k} {v:.3f}" for k, v in data["slo_attainment"]["per_class"].items())
+    out.print(
+        f"{result.scenario} / {result.policy}: SLO attainment {result.overall:.3f} ({classes}), "
+        f"cost {result.cost:.0f}, {result.actions} actions, {result.restarts} restarts, {result.wall_s:.1f} s",
+        markup=False,
         highlight=False,
     )
 
