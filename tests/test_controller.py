@@ -249,7 +249,8 @@ def test_the_optimizer_sizes_for_the_forecast_upper_bound(emulator: Emulator, fl
     assert reactive.plan is not None and record.plan is not None
     f = record.forecasts["chat-premium"]
     assert f["upper_rps"] == pytest.approx(3 * f["observed_rps"]) and f["method"] == "doubling"
-    assert f["horizon_s"] == 180.0 and "chat-free" not in record.forecasts  # held (NaN): not forecast
+    assert 180.0 <= f["horizon_s"] < 240.0  # start-up + period, plus the time since the last grid sample
+    assert "chat-free" not in record.forecasts  # held (NaN): not forecast
     base, ahead = reactive.plan.allocations["chat-premium"], record.plan.allocations["chat-premium"]
     assert ahead.replicas >= 2 * base.replicas > 0
     exported = controller.telemetry.exposition().decode()
